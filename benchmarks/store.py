@@ -1,0 +1,81 @@
+"""Result files: one JSON per run, written atomically, read back for tables and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suite import RunSpec
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename.
+
+    A reader sees either the old file or the whole new one, never a partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_path(out_dir: Path, spec: RunSpec) -> Path:
+    """Where the result of ``spec`` is stored."""
+    return out_dir / "runs" / f"{spec.run_id}.json"
+
+
+def write_result(out_dir: Path, spec: RunSpec, record: dict[str, Any]) -> Path:
+    """Store one run's record atomically; returns its path."""
+    path = run_path(out_dir, spec)
+    write_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A stored record, or ``None`` if the file is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_done(out_dir: Path, spec: RunSpec) -> bool:
+    """True if ``spec`` finished successfully with the same configuration (resume skips it)."""
+    record = read_result(run_path(out_dir, spec))
+    return bool(record) and record.get("status") == "ok" and record.get("config_hash") == spec.config_hash()
+
+
+def load_results(out_dir: Path, specs: list[RunSpec] | None = None) -> list[dict[str, Any]]:
+    """The records of ``specs`` (default: every record in ``out_dir/runs``)."""
+    if specs is None:
+        paths = sorted((out_dir / "runs").glob("*.json"))
+    else:
+        paths = [run_path(out_dir, spec) for spec in specs]
+    return [r for r in (read_result(p) for p in paths) if r is not None]
+
+
+def git_commit() -> str:
+    """The current commit (``-dirty`` appended when the tree has changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")

@@ -1,0 +1,210 @@
+"""Execute one :class:`~benchmarks.suite.RunSpec`: build, train with periodic evaluation, report.
+
+:func:`run_one` is a plain function of picklable input, so the same code runs
+in-process, in a local process pool or as a Ray task.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import get_linear_fn
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
+
+from benchmarks import algorithms
+from benchmarks.suite import RunSpec
+from rlkit.common.evaluation import evaluate, normalized_score
+from rlkit.envs import make_env
+
+ACTIVATIONS = {"tanh": th.nn.Tanh, "relu": th.nn.ReLU, "elu": th.nn.ELU, "leaky_relu": th.nn.LeakyReLU, "gelu": th.nn.GELU}
+
+
+def resolve_hyperparams(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """Turn YAML values into constructor values (activation names, ``lin_<x>`` schedules, tuples)."""
+    kwargs = copy.deepcopy(hyperparams)
+    policy_kwargs = kwargs.get("policy_kwargs") or {}
+    if isinstance(policy_kwargs.get("activation_fn"), str):
+        name = policy_kwargs["activation_fn"]
+        if name not in ACTIVATIONS:
+            raise ValueError(f"policy_kwargs.activation_fn: unknown {name!r}; known: {', '.join(ACTIVATIONS)}")
+        policy_kwargs["activation_fn"] = ACTIVATIONS[name]
+    for key in ("learning_rate", "clip_range"):
+        value = kwargs.get(key)
+        if isinstance(value, str) and value.startswith("lin_"):
+            kwargs[key] = get_linear_fn(float(value[4:]), 0.0, 1.0)
+    if isinstance(kwargs.get("train_freq"), list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    return kwargs
+
+
+class EvalRecorder(BaseCallback):
+    """Evaluate every ``eval_freq`` steps (and at the end) and keep the learning curve.
+
+    Evaluation time is kept apart so that throughput counts training only.
+
+    :param eval_env: a separate evaluation env (a ``VecNormalize`` is synced with the training env's)
+    :param eval_freq: evaluate every this many calls to ``on_step`` times the number of envs
+    :param n_episodes: episodes per evaluation
+    :param seed: seed of the first evaluation episode (the same episodes at every evaluation)
+    :param ref_scores: ``(ref_min, ref_max)`` for the normalised score, or ``None``
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        eval_freq: int,
+        n_episodes: int,
+        seed: int,
+        ref_scores: tuple[float, float] | None,
+    ) -> None:
+        super().__init__()
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_episodes = n_episodes
+        self.eval_seed = seed
+        self.ref_scores = ref_scores
+        self.curve: list[dict[str, float]] = []
+        self.eval_time = 0.0
+        self._last_eval_step = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last_eval_step >= self.eval_freq:
+            self.evaluate_now()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._last_eval_step != self.num_timesteps:
+            self.evaluate_now()
+
+    def evaluate_now(self) -> None:
+        """Evaluate the current policy and append a point to the curve."""
+        start = time.perf_counter()
+        if isinstance(self.eval_env, VecNormalize) and self.model.get_vec_normalize_env() is not None:
+            sync_envs_normalization(self.model.get_env(), self.eval_env)
+        result = evaluate(self.model, self.eval_env, self.n_episodes, deterministic=True, seed=self.eval_seed)
+        point = {
+            "step": int(self.num_timesteps),
+            "return_mean": result.return_mean,
+            "return_std": result.return_std,
+            "cost_mean": result.cost_mean,
+            "success_rate": result.success_rate,
+        }
+        if self.ref_scores is not None:
+            point["normalized"] = float(normalized_score(result.return_mean, *self.ref_scores))
+        self.curve.append(point)
+        self.logger.record("eval/mean_reward", result.return_mean)
+        self._last_eval_step = self.num_timesteps
+        self.eval_time += time.perf_counter() - start
+
+
+def reference_scores(env: Any, model: BaseAlgorithm | None = None) -> tuple[float, float] | None:
+    """``(ref_min, ref_max)`` from the dataset of an offline model, else from the env, else ``None``."""
+    for owner in (getattr(model, "dataset", None), getattr(env, "unwrapped", None)):
+        ref_min, ref_max = getattr(owner, "ref_min_score", None), getattr(owner, "ref_max_score", None)
+        if ref_min is not None and ref_max is not None:
+            return float(ref_min), float(ref_max)
+    return None
+
+
+def _make_envs(spec: RunSpec, runner: dict[str, Any]) -> tuple[VecEnv, Any]:
+    n_envs = runner.get("n_envs", 1)
+    train_env: VecEnv = DummyVecEnv([lambda: Monitor(make_env(spec.task)) for _ in range(n_envs)])
+    train_env.seed(spec.seed)
+    normalize = runner.get("normalize", False)
+    if normalize:
+        norm_kwargs = normalize if isinstance(normalize, dict) else {}
+        train_env = VecNormalize(train_env, **norm_kwargs)
+        eval_env: Any = VecNormalize(DummyVecEnv([lambda: Monitor(make_env(spec.task))]), training=False, norm_reward=False)
+    else:
+        eval_env = make_env(spec.task)
+    return train_env, eval_env
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide a result."""
+    import gymnasium
+    import mujoco
+    import stable_baselines3
+
+    import rlkit
+
+    return {
+        "python": platform.python_version(),
+        "rlkit": rlkit.__version__,
+        "torch": th.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "mujoco": mujoco.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
+    """Train and evaluate one run; never raises: a failure is reported with its traceback.
+
+    :param spec: the run
+    :param torch_threads: ``torch.set_num_threads`` for this run
+    :return: the result record (``status`` is ``"ok"`` or ``"failed"``)
+    """
+    th.set_num_threads(torch_threads)
+    record: dict[str, Any] = {
+        "algo": spec.algo,
+        "task": spec.task,
+        "seed": spec.seed,
+        "budget": spec.budget,
+        "kind": algorithms.get(spec.algo).kind,
+        "dataset": spec.dataset,
+        "hyperparams": spec.hyperparams,
+        "eval_freq": spec.eval_freq,
+        "eval_episodes": spec.eval_episodes,
+        "config_hash": spec.config_hash(),
+        "versions": versions(),
+        "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "torch_threads": torch_threads},
+        **spec.meta,
+    }
+    start = time.perf_counter()
+    try:
+        record.update(_train(spec))
+        record["status"] = "ok"
+    except Exception:
+        record["status"] = "failed"
+        record["traceback"] = traceback.format_exc()
+    record["wall_time_s"] = time.perf_counter() - start
+    return record
+
+
+def _train(spec: RunSpec) -> dict[str, Any]:
+    entry = algorithms.get(spec.algo)
+    kwargs = resolve_hyperparams(spec.hyperparams)
+    runner = {key: kwargs.pop(key) for key in ("policy", "n_envs", "normalize") if key in kwargs}
+    policy = runner.get("policy", "MlpPolicy")
+    train_env, eval_env = _make_envs(spec, runner)
+    if spec.dataset is not None:
+        kwargs["dataset"] = spec.dataset
+    model = entry.load()(policy, train_env, seed=spec.seed, device=spec.device, **kwargs)
+    ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
+    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=ref_scores)
+    start = time.perf_counter()
+    model.learn(spec.budget, callback=recorder)
+    train_time = time.perf_counter() - start - recorder.eval_time
+    final = recorder.curve[-1]
+    unit = "grad_steps_per_s" if entry.kind == "offline" else "env_steps_per_s"
+    return {
+        "device": str(model.device),
+        "curve": recorder.curve,
+        "final": final,
+        "best": max(recorder.curve, key=lambda p: p["return_mean"]),
+        "ref_scores": recorder.ref_scores,
+        "train_time_s": train_time,
+        "eval_time_s": recorder.eval_time,
+        unit: model.num_timesteps / max(train_time, 1e-9),
+    }

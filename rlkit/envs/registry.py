@@ -1,0 +1,155 @@
+"""One entry point for every environment family: :func:`make_env`.
+
+Ids by family:
+
+- gymnasium ids as registered (MuJoCo v5 such as ``HalfCheetah-v5``, classic control such as ``Pendulum-v1``);
+- ``dmc/<domain>-<task>``: DeepMind Control through shimmy, observations flattened to one float32 vector;
+- ``metaworld/<task>-v3``: a Meta-World MT1 task (seeded), ``info["success"]``, float32 observations;
+- ``mo/<mo-gymnasium id>``: multi-objective tasks, the vector reward kept;
+- ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlkit.envs.toy import TOY_ENVS
+
+FAMILIES = {
+    "gymnasium": "any registered gymnasium id, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1",
+    "dmc/": "DeepMind Control, e.g. dmc/cheetah-run, dmc/walker-walk",
+    "metaworld/": "Meta-World MT1 tasks, e.g. metaworld/reach-v3, metaworld/button-press-v3",
+    "mo/": "MO-Gymnasium (vector reward), e.g. mo/mo-halfcheetah-v5, mo/mo-hopper-2obj-v5",
+    "toy/": "built-in tiny tasks, e.g. toy/reach-v0",
+}
+
+
+class Float32Observation(gym.ObservationWrapper):
+    """Cast observations to float32 (and the Box space with them)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        assert isinstance(space, spaces.Box), f"Float32Observation needs a Box observation space, got {space}"
+        low = np.full(space.shape, -np.inf, dtype=np.float32)
+        self.observation_space = spaces.Box(low, -low, dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(observation, dtype=np.float32)
+
+
+def _make_dmc(name: str, **kwargs: Any) -> gym.Env:
+    import shimmy  # noqa: F401  registers the dm_control/ ids
+
+    env = gym.make(f"dm_control/{name}-v0", **kwargs)
+    return Float32Observation(gym.wrappers.FlattenObservation(env))
+
+
+class MetaWorldSeeding(gym.Wrapper):
+    """Make ``reset(seed=s)`` reproducible on Meta-World.
+
+    Meta-World's env ignores the ``seed`` of ``reset`` and draws the task of the
+    next episode from its own generator; this wrapper reseeds that generator
+    (``env.unwrapped.seed``) so that the task and the initial state follow ``s``.
+    """
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        if seed is not None:
+            self.unwrapped.seed(seed)
+        return self.env.reset(options=options)
+
+
+def _make_metaworld(name: str, seed: int | None = 0, **kwargs: Any) -> gym.Env:
+    import metaworld  # noqa: F401  registers the Meta-World/ ids
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make("Meta-World/MT1", env_name=name, seed=seed, disable_env_checker=True, **kwargs)
+    return Float32Observation(MetaWorldSeeding(env))
+
+
+def _make_mo(name: str, **kwargs: Any) -> gym.Env:
+    import mo_gymnasium
+
+    return mo_gymnasium.make(name, **kwargs)
+
+
+def _make_toy(name: str, **kwargs: Any) -> gym.Env:
+    env_cls, defaults = TOY_ENVS[name]
+    env = env_cls(**{**defaults, **kwargs})
+    # Give toy tasks an EnvSpec so that wrappers and SB3 see an id.
+    env.spec = gym.envs.registration.EnvSpec(id=f"toy/{name}", entry_point=f"{env_cls.__module__}:{env_cls.__name__}")
+    return gym.wrappers.OrderEnforcing(env)
+
+
+def _dmc_ids() -> list[str]:
+    import shimmy  # noqa: F401
+
+    return [k.removeprefix("dm_control/").removesuffix("-v0") for k in gym.registry if k.startswith("dm_control/")]
+
+
+def _metaworld_ids() -> list[str]:
+    import metaworld
+
+    return sorted(metaworld.ALL_V3_ENVIRONMENTS)
+
+
+def _mo_ids() -> list[str]:
+    import mo_gymnasium  # noqa: F401
+
+    return [k for k in gym.registry if k.startswith("mo-")]
+
+
+#: prefix -> (factory, function listing the known names after the prefix)
+_PREFIXED: dict[str, tuple[Callable[..., gym.Env], Callable[[], list[str]]]] = {
+    "dmc/": (_make_dmc, _dmc_ids),
+    "metaworld/": (_make_metaworld, _metaworld_ids),
+    "mo/": (_make_mo, _mo_ids),
+    "toy/": (_make_toy, lambda: sorted(TOY_ENVS)),
+}
+
+
+def known_env_ids() -> list[str]:
+    """Every id :func:`make_env` accepts (gymnasium's registry plus the prefixed families)."""
+    ids = [k for k in gym.registry if not k.startswith(("dm_control/", "Meta-World/", "mo-"))]
+    for prefix, (_, names) in _PREFIXED.items():
+        ids += [prefix + name for name in names()]
+    return ids
+
+
+def _unknown(env_id: str) -> ValueError:
+    close = difflib.get_close_matches(env_id, known_env_ids(), n=5, cutoff=0.5)
+    families = "; ".join(f"{k}: {v}" for k, v in FAMILIES.items())
+    hint = f" Closest known ids: {', '.join(close)}." if close else ""
+    return ValueError(f"Unknown environment id {env_id!r}.{hint} Families: {families}.")
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """Create a gymnasium environment from any family rlkit knows.
+
+    :param env_id: ``HalfCheetah-v5``, ``dmc/cheetah-run``, ``metaworld/reach-v3``,
+        ``mo/mo-halfcheetah-v5`` or ``toy/reach-v0`` (see the module docstring)
+    :param kwargs: passed to the underlying constructor (``gym.make``'s kwargs,
+        the toy task's constructor, ...); ``metaworld/`` takes ``seed`` (default 0), which fixes
+        the set of 50 goal positions that ``reset(seed=...)`` draws from
+    :return: the environment
+    :raises ValueError: for an unknown id, listing the families and the closest known ids
+    """
+    if not isinstance(env_id, str):
+        raise ValueError(f"An environment id must be a string, got {env_id!r} ({type(env_id).__name__})")
+    for prefix, (factory, names) in _PREFIXED.items():
+        if env_id.startswith(prefix):
+            name = env_id[len(prefix) :]
+            if name not in names():
+                raise _unknown(env_id)
+            return factory(name, **kwargs)
+    if env_id not in gym.registry:
+        raise _unknown(env_id)
+    return gym.make(env_id, **kwargs)
