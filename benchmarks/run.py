@@ -18,6 +18,7 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -55,8 +56,11 @@ def _check_out_dir(out_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise SuiteError(f"--out {out_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SuiteError(f"--out {out_dir}: {existing} is not writable; choose another folder with --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise SuiteError(f"--out {out_dir}: {existing} is not writable ({exc.strerror}); choose another folder with --out") from exc
 
 
 def _execute(specs: list[RunSpec], workers: int, threads: int) -> Iterator[tuple[RunSpec, dict[str, Any]]]:

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from benchmarks import algorithms
+from rlkit.envs import check_env_id
 
 SUITES_DIR = Path(__file__).parent / "suites"
 RUNNER_KEYS = {"policy": str, "n_envs": int, "normalize": (bool, dict)}
@@ -147,6 +148,10 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     for i, seed in enumerate(data.get("seeds", [0])):
         _check_type(file, f"seeds[{i}]", seed, int)
     for task, conf in data["tasks"].items():
+        try:
+            check_env_id(task)
+        except ValueError as exc:
+            raise SuiteError(f"{file}: 'tasks.{task}': {exc}") from exc
         _check_type(file, f"tasks.{task}", conf, dict)
         _check_keys(file, f"tasks.{task}.", conf, TASK_KEYS)
         if "budget" not in conf:

@@ -131,6 +131,19 @@ def _unknown(env_id: str) -> ValueError:
     return ValueError(f"Unknown environment id {env_id!r}.{hint} Families: {families}.")
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise a ``ValueError`` naming the families and the closest ids unless :func:`make_env` knows ``env_id``."""
+    if not isinstance(env_id, str):
+        raise ValueError(f"An environment id must be a string, got {env_id!r} ({type(env_id).__name__})")
+    for prefix, (_, names) in _PREFIXED.items():
+        if env_id.startswith(prefix):
+            if env_id[len(prefix) :] not in names():
+                raise _unknown(env_id)
+            return
+    if env_id not in gym.registry:
+        raise _unknown(env_id)
+
+
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """Create a gymnasium environment from any family rlkit knows.
 
@@ -142,14 +155,8 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     :return: the environment
     :raises ValueError: for an unknown id, listing the families and the closest known ids
     """
-    if not isinstance(env_id, str):
-        raise ValueError(f"An environment id must be a string, got {env_id!r} ({type(env_id).__name__})")
-    for prefix, (factory, names) in _PREFIXED.items():
+    check_env_id(env_id)
+    for prefix, (factory, _) in _PREFIXED.items():
         if env_id.startswith(prefix):
-            name = env_id[len(prefix) :]
-            if name not in names():
-                raise _unknown(env_id)
-            return factory(name, **kwargs)
-    if env_id not in gym.registry:
-        raise _unknown(env_id)
+            return factory(env_id[len(prefix) :], **kwargs)
     return gym.make(env_id, **kwargs)

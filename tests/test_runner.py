@@ -1,0 +1,173 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmarks import run as run_module
+from benchmarks.run import main
+from benchmarks.suite import build_specs
+
+TINY_SUITE = {
+    "description": "tiny",
+    "seeds": [0, 1],
+    "eval_freq": 200,
+    "eval_episodes": 2,
+    "tasks": {"toy/reach-v0": {"budget": 400}},
+    "algorithms": {
+        "SAC": {"default": {"learning_starts": 100, "policy_kwargs": {"net_arch": [16, 16]}}},
+        "PPO": {"default": {"n_steps": 128, "batch_size": 32, "policy_kwargs": {"net_arch": [16], "activation_fn": "tanh"}}},
+    },
+}
+
+
+def write_suite(tmp_path: Path, content: dict | str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return path
+
+
+def test_end_to_end_writes_consistent_json_table_and_curves(tmp_path):
+    suite = write_suite(tmp_path, TINY_SUITE)
+    out = tmp_path / "out"
+    assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
+
+    runs = sorted((out / "runs").glob("*.json"))
+    assert len(runs) == 4
+    records = [json.loads(p.read_text()) for p in runs]
+    for record in records:
+        assert record["status"] == "ok"
+        assert [p["step"] for p in record["curve"]] == ([200, 400] if record["algo"] == "SAC" else [200, 400, 512])
+        assert record["command"].startswith("python -m benchmarks.run --suite")
+        assert {"commit", "versions", "seed", "budget", "device", "env_steps_per_s"} <= set(record)
+        assert record["ref_scores"] == [-52.6, -5.1]
+    table = list(csv.DictReader((out / "table.csv").open()))
+    assert {(row["algo"], row["seeds"]) for row in table} == {("SAC", "2"), ("PPO", "2")}
+    for row in table:
+        finals = [r["final"]["return_mean"] for r in records if r["algo"] == row["algo"]]
+        assert float(row["return_mean"]) == pytest.approx(np.mean(finals))
+        assert float(row["normalized_mean"]) == pytest.approx(100 * (np.mean(finals) + 52.6) / (52.6 - 5.1))
+    md = (out / "table.md").read_text()
+    assert "| toy/reach-v0 |" in md and "command" in md and "commit" in md
+    png = out / "curves" / "toy-reach-v0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_result(tmp_path):
+    suite = write_suite(tmp_path, {**TINY_SUITE, "seeds": [0], "algorithms": {"SAC": TINY_SUITE["algorithms"]["SAC"]}})
+    finals = []
+    for name in ("a", "b"):
+        assert main(["--suite", str(suite), "--out", str(tmp_path / name), "--workers", "1"]) == 0
+        record = json.loads(next((tmp_path / name / "runs").glob("*.json")).read_text())
+        finals.append(record["curve"])
+    assert finals[0] == finals[1]
+
+
+def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
+    suite = write_suite(tmp_path, TINY_SUITE)
+    out = tmp_path / "out"
+    real_run_one = run_module.run_one
+    calls = []
+
+    def interrupt_after_first(spec, threads):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(spec.run_id)
+        return real_run_one(spec, threads)
+
+    monkeypatch.setattr(run_module, "run_one", interrupt_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--suite", str(suite), "--out", str(out), "--workers", "1"])
+    first = out / "runs" / f"{calls[0]}.json"
+    assert [p.name for p in (out / "runs").iterdir()] == [first.name]
+    stamp = first.stat().st_mtime_ns
+
+    resumed = []
+    monkeypatch.setattr(run_module, "run_one", lambda spec, threads: resumed.append(spec.run_id) or real_run_one(spec, threads))
+    assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
+    assert calls[0] not in resumed and len(resumed) == 3
+    assert first.stat().st_mtime_ns == stamp
+    # a different budget is a different run: it is redone
+    specs = build_specs(str(suite), budget=600)
+    assert all(spec.config_hash() != s.config_hash() for spec, s in zip(specs, build_specs(str(suite)), strict=True))
+
+
+def test_process_pool_matches_in_process(tmp_path):
+    suite = write_suite(tmp_path, {**TINY_SUITE, "algorithms": {"PPO": TINY_SUITE["algorithms"]["PPO"]}})
+    curves = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(["--suite", str(suite), "--out", str(out), "--workers", workers]) == 0
+        curves[workers] = {p.name: json.loads(p.read_text())["curve"] for p in (out / "runs").glob("*.json")}
+    assert curves["1"] == curves["2"]
+
+
+def test_failed_run_is_recorded_and_counted(tmp_path):
+    bad = {**TINY_SUITE, "seeds": [0], "algorithms": {"SAC": {"default": {"learning_rate": -1.0, "learning_starts": 10}}}}
+    out = tmp_path / "out"
+    assert main(["--suite", str(write_suite(tmp_path, bad)), "--out", str(out), "--workers", "1", "--budget", "50"]) == 101
+    record = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert record["status"] == "failed" and "Traceback" in record["traceback"]
+
+
+BAD_INPUTS = [
+    (["--algos", "NOPE"], "'NOPE' is not in suite"),
+    (["--envs", "Hopper-v9"], "'Hopper-v9' is not in suite"),
+    (["--budget", "0"], "--budget must be positive"),
+    (["--suite", "no-such-suite"], "not found; known suites: quick"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS)
+def test_bad_command_line(tmp_path, capsys, extra, message):
+    suite = write_suite(tmp_path, TINY_SUITE)
+    out = tmp_path / "out"
+    assert main(["--suite", str(suite), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+BAD_SUITES = [
+    ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {}}, "sedes": [0]}, "unknown key 'sedes'; allowed keys"),
+    ({"tasks": {"toy/reach-v0": {"budget": "ten"}}, "algorithms": {"SAC": {}}}, "'tasks.toy/reach-v0.budget' must be int"),
+    ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {"default": {"lr": 1}}}}, "unknown hyperparameter"),
+    ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"XYZ": {}}}, "unknown algorithm 'algorithms.XYZ'"),
+    ({"tasks": {"Hoper-v5": {"budget": 10}}, "algorithms": {"SAC": {}}}, "Closest known ids: Hopper-v5"),
+    ({"tasks": {"toy/reach-v0": {"budget": -5}}, "algorithms": {"SAC": {}}}, "must be positive"),
+    ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {"default": {"n_envs": "2"}}}}, "n_envs' must be int"),
+    ("tasks: [unclosed", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_SUITES)
+def test_bad_suite_file_names_file_key_and_allowed_values(tmp_path, capsys, content, message):
+    suite = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    assert main(["--suite", str(suite), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(suite) in err and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    # /proc refuses new files even to root
+    assert main(["--suite", str(write_suite(tmp_path, TINY_SUITE)), "--out", "/proc/rlkit-results"]) == 2
+    assert "/proc is not writable" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--suite", str(write_suite(tmp_path, TINY_SUITE)), "--out", str(blocker / "out")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_quick_suite_is_valid_and_covers_every_registered_algorithm():
+    from benchmarks.algorithms import ALGORITHMS
+
+    specs = build_specs("quick")
+    assert {s.algo for s in specs} == set(ALGORITHMS)
+    assert all(s.task.startswith("toy/") for s in specs)
