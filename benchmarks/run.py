@@ -5,16 +5,21 @@ Examples::
     python -m benchmarks.run                                  # the quick suite -> results/quick/
     python -m benchmarks.run --suite mujoco-cpu --algos SAC --envs Hopper-v5 --seeds 0 1 2
     python -m benchmarks.run --suite quick --budget 2000 --out /tmp/smoke --workers 2
+    python -m benchmarks.run --suite mujoco --backend ray --address auto --cpus-per-run 1 --gpus-per-run 0.25
 
 A rerun with the same output folder skips runs that already finished with the
-same configuration. Exit status: 0 when every run succeeded, 2 for bad input
-(nothing is written), ``100 + k`` when ``k`` runs failed (their tracebacks are
-in their JSON files).
+same configuration, and a run that was interrupted continues from its last
+checkpoint (``--checkpoint-every``). With ``--backend ray`` every run is a Ray
+task (retried up to ``--max-retries`` times when its worker dies) and this
+process, the driver, writes the results as they stream in. Exit status: 0 when
+every run succeeded, 2 for bad input (nothing is written), ``100 + k`` when
+``k`` runs failed (their tracebacks are in their JSON files).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import sys
@@ -32,7 +37,7 @@ from benchmarks.plots import write_curves
 from benchmarks.store import git_commit, is_done, load_results, write_result
 from benchmarks.suite import RunSpec, SuiteError, build_specs, suite_path
 from benchmarks.tables import write_tables
-from benchmarks.worker import run_one
+from benchmarks.worker import base_record, run_one
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="torch device for every run: auto, cpu, cuda (default: auto)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel runs (default: CPU count)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        help="save model, replay buffer and RNG state every N steps of a run; 0: never (default: 100000)",
+    )
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or a Ray cluster")
+    parser.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:10001 (default: start Ray here)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run (default: 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs reserved per run, e.g. 0.25 (default: 0)")
+    parser.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a run whose worker died (default: 3)")
     return parser.parse_args(argv)
 
 
@@ -61,6 +77,27 @@ def _check_out_dir(out_dir: Path) -> None:
             pass
     except OSError as exc:
         raise SuiteError(f"--out {out_dir}: {existing} is not writable ({exc.strerror}); choose another folder with --out") from exc
+
+
+def _execute_ray(specs: list[RunSpec], args: argparse.Namespace) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
+    """Yield ``(spec, record)`` as Ray tasks finish (``ray.wait`` streaming; nothing blocks the submission)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(run_one).options(
+        num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=args.max_retries, retry_exceptions=False
+    )
+    pending = {remote.remote(spec, args.threads): spec for spec in specs}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            spec = pending.pop(ref)
+            try:
+                yield spec, ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                message = f"Ray task failed after {args.max_retries} retries: {exc}"
+                yield spec, {**base_record(spec, args.threads), "status": "failed", "traceback": message, "wall_time_s": 0.0}
 
 
 def _execute(specs: list[RunSpec], workers: int, threads: int) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
@@ -83,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers < 1 or args.threads < 1:
             raise SuiteError("--workers and --threads must be at least 1")
+        if args.checkpoint_every < 0 or args.max_retries < 0 or args.cpus_per_run <= 0 or args.gpus_per_run < 0:
+            raise SuiteError("--checkpoint-every, --max-retries, --gpus-per-run must be >= 0 and --cpus-per-run > 0")
+        if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise SuiteError('--backend ray needs Ray: pip install -e ".[distributed]" (or pip install "ray[tune]")')
         specs = build_specs(args.suite, args.algos, args.envs, args.seeds, args.budget, args.device)
         out_dir = args.out or Path("results") / suite_path(args.suite).stem
         _check_out_dir(out_dir)
@@ -94,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     commit = git_commit()
     for spec in specs:
         spec.meta = {"command": command, "commit": commit, "suite": spec.suite}
+        spec.checkpoint_every = args.checkpoint_every
+        spec.checkpoint_dir = str((out_dir / "checkpoints" / spec.run_id).resolve())
     todo = [s for s in specs if not is_done(out_dir, s)]
     skipped = len(specs) - len(todo)
     start = time.perf_counter()
     failed = 0
     bar = tqdm(total=len(specs), initial=skipped, desc=f"{specs[0].suite}", unit="run", file=sys.stderr)
-    for spec, record in _execute(todo, args.workers, args.threads):
+    results = _execute_ray(todo, args) if args.backend == "ray" else _execute(todo, args.workers, args.threads)
+    for spec, record in results:
         write_result(out_dir, spec, record)
         if record["status"] != "ok":
             failed += 1
@@ -118,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         "budget": ", ".join(sorted({f"{s.task}: {s.budget}" for s in specs})),
         "device": ", ".join(sorted({r.get("device", "?") for r in records if r.get("status") == "ok"})) or "—",
         "wall time of this invocation": f"{time.perf_counter() - start:.0f} s ({len(todo)} runs, {skipped} reused)",
-        "machine": f"{os.cpu_count()} CPUs, {args.workers} workers x {args.threads} torch threads",
+        "machine": (
+            f"Ray cluster {args.address or '(local)'}, {args.cpus_per_run} CPUs and {args.gpus_per_run} GPUs per run"
+            if args.backend == "ray"
+            else f"{os.cpu_count()} CPUs, {args.workers} workers x {args.threads} torch threads"
+        ),
     }
     write_tables(out_dir, records, header)
     write_curves(out_dir, records)

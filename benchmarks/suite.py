@@ -54,7 +54,7 @@ class SuiteError(ValueError):
 class RunSpec:
     """One (algorithm, task, seed) run, everything needed to execute it in another process."""
 
-    algo: str
+    entry: algorithms.AlgoEntry
     task: str
     seed: int
     budget: int
@@ -64,7 +64,14 @@ class RunSpec:
     dataset: str | None = None
     suite: str = ""
     device: str = "auto"
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def algo(self) -> str:
+        """The algorithm's registered name."""
+        return self.entry.name
 
     @property
     def run_id(self) -> str:
@@ -74,8 +81,8 @@ class RunSpec:
 
     def config_hash(self) -> str:
         """Hash of everything that changes the outcome (not the device or metadata)."""
-        keys = ("algo", "task", "seed", "budget", "eval_freq", "eval_episodes", "hyperparams", "dataset")
-        payload = {k: asdict(self)[k] for k in keys}
+        keys = ("task", "seed", "budget", "eval_freq", "eval_episodes", "hyperparams", "dataset")
+        payload = {"algo": self.entry.target, **{k: asdict(self)[k] for k in keys}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -226,7 +233,7 @@ def build_specs(
             for seed in seeds if seeds is not None else data.get("seeds", [0]):
                 specs.append(
                     RunSpec(
-                        algo=name,
+                        entry=algorithms.get(name),
                         task=task,
                         seed=seed,
                         budget=budget or task_conf["budget"],

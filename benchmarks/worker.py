@@ -10,17 +10,18 @@ import copy
 import platform
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import get_linear_fn
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
-from benchmarks import algorithms
+from benchmarks.checkpoint import Checkpointer
 from benchmarks.suite import RunSpec
 from rlkit.common.evaluation import evaluate, normalized_score
 from rlkit.envs import make_env
@@ -148,20 +149,14 @@ def versions() -> dict[str, str]:
     }
 
 
-def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
-    """Train and evaluate one run; never raises: a failure is reported with its traceback.
-
-    :param spec: the run
-    :param torch_threads: ``torch.set_num_threads`` for this run
-    :return: the result record (``status`` is ``"ok"`` or ``"failed"``)
-    """
-    th.set_num_threads(torch_threads)
-    record: dict[str, Any] = {
+def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
+    """What every result record holds about its run, before any outcome."""
+    return {
         "algo": spec.algo,
         "task": spec.task,
         "seed": spec.seed,
         "budget": spec.budget,
-        "kind": algorithms.get(spec.algo).kind,
+        "kind": spec.entry.kind,
         "dataset": spec.dataset,
         "hyperparams": spec.hyperparams,
         "eval_freq": spec.eval_freq,
@@ -171,6 +166,18 @@ def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
         "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "torch_threads": torch_threads},
         **spec.meta,
     }
+
+
+def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
+    """Train and evaluate one run; never raises: a failure is reported with its traceback.
+
+    :param spec: the run (with ``checkpoint_dir`` and ``checkpoint_every`` set, it resumes
+        from its last checkpoint and saves new ones)
+    :param torch_threads: ``torch.set_num_threads`` for this run
+    :return: the result record (``status`` is ``"ok"`` or ``"failed"``)
+    """
+    th.set_num_threads(torch_threads)
+    record = base_record(spec, torch_threads)
     start = time.perf_counter()
     try:
         record.update(_train(spec))
@@ -178,33 +185,62 @@ def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
     except Exception:
         record["status"] = "failed"
         record["traceback"] = traceback.format_exc()
-    record["wall_time_s"] = time.perf_counter() - start
+    record["wall_time_s"] = time.perf_counter() - start + record.get("wall_time_before_resume_s", 0.0)
     return record
 
 
 def _train(spec: RunSpec) -> dict[str, Any]:
-    entry = algorithms.get(spec.algo)
     kwargs = resolve_hyperparams(spec.hyperparams)
     runner = {key: kwargs.pop(key) for key in ("policy", "n_envs", "normalize") if key in kwargs}
-    policy = runner.get("policy", "MlpPolicy")
     train_env, eval_env = _make_envs(spec, runner)
     if spec.dataset is not None:
         kwargs["dataset"] = spec.dataset
-    model = entry.load()(policy, train_env, seed=spec.seed, device=spec.device, **kwargs)
-    ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
-    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=ref_scores)
-    start = time.perf_counter()
-    model.learn(spec.budget, callback=recorder)
-    train_time = time.perf_counter() - start - recorder.eval_time
-    final = recorder.curve[-1]
-    unit = "grad_steps_per_s" if entry.kind == "offline" else "env_steps_per_s"
+    model_cls = spec.entry.load()
+    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=None)
+    callbacks: list[BaseCallback] = [recorder]
+    before: dict[str, Any] = {"train_time_s": 0.0, "eval_time_s": 0.0, "wall_time_s": 0.0}
+    started = time.perf_counter()
+    checkpointer, resumed = None, None
+    if spec.checkpoint_dir and spec.checkpoint_every > 0:
+        checkpointer = Checkpointer(
+            Path(spec.checkpoint_dir),
+            spec.checkpoint_every,
+            spec.config_hash(),
+            extra_state=lambda: {
+                "curve": recorder.curve,
+                "last_eval_step": recorder._last_eval_step,
+                "train_time_s": before["train_time_s"] + time.perf_counter() - started - recorder.eval_time,
+                "eval_time_s": before["eval_time_s"] + recorder.eval_time,
+                "wall_time_s": before["wall_time_s"] + time.perf_counter() - started,
+            },
+        )
+        callbacks.append(checkpointer)
+        resumed = checkpointer.latest()
+    if resumed is None:
+        model = model_cls(runner.get("policy", "MlpPolicy"), train_env, seed=spec.seed, device=spec.device, **kwargs)
+    else:
+        assert checkpointer is not None
+        load_kwargs = {"dataset": kwargs["dataset"]} if "dataset" in kwargs else {}
+        model, state = checkpointer.restore(resumed, model_cls, train_env, device=spec.device, **load_kwargs)
+        recorder.curve, recorder._last_eval_step = state["curve"], state["last_eval_step"]
+        before = {key: state[key] for key in before}
+    recorder.ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
+    steps_before = model.num_timesteps
+    started = time.perf_counter()
+    model.learn(spec.budget - steps_before, callback=CallbackList(callbacks), reset_num_timesteps=resumed is None)
+    train_time = time.perf_counter() - started - recorder.eval_time
+    if checkpointer is not None:
+        checkpointer.clear()
+    unit = "grad_steps_per_s" if spec.entry.kind == "offline" else "env_steps_per_s"
     return {
         "device": str(model.device),
         "curve": recorder.curve,
-        "final": final,
+        "final": recorder.curve[-1],
         "best": max(recorder.curve, key=lambda p: p["return_mean"]),
         "ref_scores": recorder.ref_scores,
-        "train_time_s": train_time,
-        "eval_time_s": recorder.eval_time,
-        unit: model.num_timesteps / max(train_time, 1e-9),
+        "resumed_from_step": steps_before if resumed is not None else None,
+        "train_time_s": before["train_time_s"] + train_time,
+        "eval_time_s": before["eval_time_s"] + recorder.eval_time,
+        "wall_time_before_resume_s": before["wall_time_s"],
+        unit: (model.num_timesteps - steps_before) / max(train_time, 1e-9),
     }
