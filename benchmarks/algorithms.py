@@ -61,3 +61,7 @@ register("SAC", "stable_baselines3:SAC")
 register("TD3", "stable_baselines3:TD3")
 register("PPO", "stable_baselines3:PPO")
 register("TRPO", "sb3_contrib:TRPO", peer="PPO")
+
+# rlkit
+register("MDPO", "rlkit.mdpo:MDPO", peer="PPO")
+register("MDPOOff", "rlkit.mdpo:MDPOOff", peer="SAC")

@@ -19,9 +19,10 @@ A suite file ``benchmarks/suites/<name>.yaml``::
         tasks: [toy/reach-v0]   # optional: restrict to these tasks (default: all)
 
 Besides constructor kwargs a hyperparameter block may set the runner keys
-``policy`` (default ``"MlpPolicy"``), ``n_envs`` (default 1) and ``normalize``
-(``true`` or a dict of ``VecNormalize`` kwargs). ``policy_kwargs.activation_fn``
-takes a name (``tanh``, ``relu``, ...) and ``learning_rate`` may be ``lin_<x>``
+``policy`` (default ``"MlpPolicy"``), ``n_envs`` (default 1), ``normalize``
+(``true`` or a dict of ``VecNormalize`` kwargs), and ``budget`` and ``eval_freq``
+to override the task's for this algorithm (``--budget`` overrides every budget).
+``policy_kwargs.activation_fn`` takes a name (``tanh``, ``relu``, ...) and ``learning_rate`` may be ``lin_<x>``
 for a linear schedule from ``x`` to 0.
 """
 
@@ -40,7 +41,7 @@ from benchmarks import algorithms
 from rlkit.envs import check_env_id
 
 SUITES_DIR = Path(__file__).parent / "suites"
-RUNNER_KEYS = {"policy": str, "n_envs": int, "normalize": (bool, dict)}
+RUNNER_KEYS = {"policy": str, "n_envs": int, "normalize": (bool, dict), "budget": int, "eval_freq": int}
 TOP_KEYS = {"description": str, "seeds": list, "eval_freq": int, "eval_episodes": int, "tasks": dict, "algorithms": dict}
 TASK_KEYS = {"budget": int, "eval_freq": int, "eval_episodes": int, "dataset": str}
 ALGO_RESERVED = {"default": dict, "tasks": list}
@@ -137,6 +138,8 @@ def _check_hyperparams(file: Path, where: str, hyperparams: dict, allowed: set[s
     for key, expected in RUNNER_KEYS.items():
         if key in hyperparams:
             _check_type(file, f"{where}{key}", hyperparams[key], expected)
+            if expected is int and hyperparams[key] <= 0:
+                raise SuiteError(f"{file}: '{where}{key}' must be positive, got {hyperparams[key]}")
 
 
 def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
@@ -230,14 +233,17 @@ def build_specs(
             if _task_kind(task_conf) != kind:
                 continue
             hyperparams = {**(conf.get("default") or {}), **(conf.get(task) or {})}
+            algo_budget = hyperparams.pop("budget", task_conf["budget"])
+            default_eval_freq = task_conf.get("eval_freq", data.get("eval_freq", 5000))
+            eval_freq = hyperparams.pop("eval_freq", default_eval_freq)
             for seed in seeds if seeds is not None else data.get("seeds", [0]):
                 specs.append(
                     RunSpec(
                         entry=algorithms.get(name),
                         task=task,
                         seed=seed,
-                        budget=budget or task_conf["budget"],
-                        eval_freq=task_conf.get("eval_freq", data.get("eval_freq", 5000)),
+                        budget=budget or algo_budget,
+                        eval_freq=eval_freq,
                         eval_episodes=task_conf.get("eval_episodes", data.get("eval_episodes", 10)),
                         hyperparams=hyperparams,
                         dataset=task_conf.get("dataset"),
