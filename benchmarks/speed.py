@@ -45,6 +45,8 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "TD3": OFF_POLICY,
     "PPO": ON_POLICY,
     "TRPO": ON_POLICY,
+    "MDPO": {"n_steps": 1024, "policy_kwargs": {"net_arch": [64, 64]}},
+    "MDPOOff": OFF_POLICY,
 }
 
 
