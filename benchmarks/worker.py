@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.suite import RunSpec
 from rlkit.common.evaluation import evaluate, normalized_score
+from rlkit.data.generate import generate
 from rlkit.envs import make_env
 
 ACTIVATIONS = {"tanh": th.nn.Tanh, "relu": th.nn.ReLU, "elu": th.nn.ELU, "leaky_relu": th.nn.LeakyReLU, "gelu": th.nn.GELU}
@@ -107,9 +108,18 @@ class EvalRecorder(BaseCallback):
         self.eval_time += time.perf_counter() - start
 
 
+def dataset_id(spec: RunSpec) -> str | None:
+    """The dataset of an offline run: its ``dataset``, or the id that ``generate`` writes (generated once, locked)."""
+    if spec.generate is None:
+        return spec.dataset
+    settings = dict(spec.generate)
+    kind = settings.pop("kind")
+    return generate(spec.env, [kind], progress_bar=False, **settings)[kind]
+
+
 def reference_scores(env: Any, model: BaseAlgorithm | None = None) -> tuple[float, float] | None:
-    """``(ref_min, ref_max)`` from the dataset of an offline model, else from the env, else ``None``."""
-    for owner in (getattr(model, "dataset", None), getattr(env, "unwrapped", None)):
+    """``(ref_min, ref_max)`` of an offline model's dataset, else of the env, else ``None``."""
+    for owner in (model, getattr(env, "unwrapped", None)):
         ref_min, ref_max = getattr(owner, "ref_min_score", None), getattr(owner, "ref_max_score", None)
         if ref_min is not None and ref_max is not None:
             return float(ref_min), float(ref_max)
@@ -118,15 +128,15 @@ def reference_scores(env: Any, model: BaseAlgorithm | None = None) -> tuple[floa
 
 def _make_envs(spec: RunSpec, runner: dict[str, Any]) -> tuple[VecEnv, Any]:
     n_envs = runner.get("n_envs", 1)
-    train_env: VecEnv = DummyVecEnv([lambda: Monitor(make_env(spec.task)) for _ in range(n_envs)])
+    train_env: VecEnv = DummyVecEnv([lambda: Monitor(make_env(spec.env)) for _ in range(n_envs)])
     train_env.seed(spec.seed)
     normalize = runner.get("normalize", False)
     if normalize:
         norm_kwargs = normalize if isinstance(normalize, dict) else {}
         train_env = VecNormalize(train_env, **norm_kwargs)
-        eval_env: Any = VecNormalize(DummyVecEnv([lambda: Monitor(make_env(spec.task))]), training=False, norm_reward=False)
+        eval_env: Any = VecNormalize(DummyVecEnv([lambda: Monitor(make_env(spec.env))]), training=False, norm_reward=False)
     else:
-        eval_env = make_env(spec.task)
+        eval_env = make_env(spec.env)
     return train_env, eval_env
 
 
@@ -157,7 +167,9 @@ def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
         "seed": spec.seed,
         "budget": spec.budget,
         "kind": spec.entry.kind,
+        "env": spec.env,
         "dataset": spec.dataset,
+        "generate": spec.generate,
         "hyperparams": spec.hyperparams,
         "eval_freq": spec.eval_freq,
         "eval_episodes": spec.eval_episodes,
@@ -193,8 +205,8 @@ def _train(spec: RunSpec) -> dict[str, Any]:
     kwargs = resolve_hyperparams(spec.hyperparams)
     runner = {key: kwargs.pop(key) for key in ("policy", "n_envs", "normalize") if key in kwargs}
     train_env, eval_env = _make_envs(spec, runner)
-    if spec.dataset is not None:
-        kwargs["dataset"] = spec.dataset
+    if spec.entry.kind == "offline":
+        kwargs["dataset"] = dataset_id(spec)
     model_cls = spec.entry.load()
     recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=None)
     callbacks: list[BaseCallback] = [recorder]
@@ -238,6 +250,7 @@ def _train(spec: RunSpec) -> dict[str, Any]:
         "final": recorder.curve[-1],
         "best": max(recorder.curve, key=lambda p: p["return_mean"]),
         "ref_scores": recorder.ref_scores,
+        "dataset_id": kwargs.get("dataset"),
         "resumed_from_step": steps_before if resumed is not None else None,
         "train_time_s": before["train_time_s"] + train_time,
         "eval_time_s": before["eval_time_s"] + recorder.eval_time,

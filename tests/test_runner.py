@@ -116,7 +116,7 @@ BAD_INPUTS = [
     (["--algos", "NOPE"], "'NOPE' is not in suite"),
     (["--envs", "Hopper-v9"], "'Hopper-v9' is not in suite"),
     (["--budget", "0"], "--budget must be positive"),
-    (["--suite", "no-such-suite"], "not found; known suites: quick"),
+    (["--suite", "no-such-suite"], "not found; known suites: d4rl, d4rl-local, mujoco, mujoco-cpu, quick"),
 ]
 
 
@@ -171,3 +171,24 @@ def test_quick_suite_is_valid_and_covers_every_registered_algorithm():
     specs = build_specs("quick")
     assert {s.algo for s in specs} == set(ALGORITHMS)
     assert all(s.task.startswith("toy/") for s in specs)
+
+
+TOY_GENERATE = {"kind": "medium", "size": 400, "train_steps": 300, "learning_starts": 50, "eval_freq": 50}
+
+
+def test_offline_task_generates_its_dataset_once_and_reports_normalised_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    suite = {
+        "seeds": [0, 1],
+        "eval_freq": 100,
+        "eval_episodes": 2,
+        "tasks": {"toy-medium": {"env": "toy/reach-v0", "generate": TOY_GENERATE, "budget": 200}},
+        "algorithms": {"BC": {"default": {"policy_kwargs": {"net_arch": [16]}}}, "SAC": {}},
+    }
+    out = tmp_path / "out"
+    assert main(["--suite", str(write_suite(tmp_path, suite)), "--out", str(out), "--workers", "2"]) == 0
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert {r["algo"] for r in records} == {"BC"}, "online algorithms do not run on offline tasks"
+    assert {r["dataset_id"] for r in records} == {"rlkit/toy-reach-v0/medium-v0"}
+    assert all(r["grad_steps_per_s"] > 0 and "normalized" in r["final"] for r in records)
+    assert [p.name for p in (tmp_path / "datasets" / "rlkit" / "toy-reach-v0").iterdir() if p.is_dir()] == ["medium-v0"]
