@@ -5,8 +5,10 @@ the same invocation, on the same task, with the same network sizes, each in a
 fresh process (so that peak memory is its own) and one after the other (so
 that they do not compete for cores). Online algorithms report env steps/s of
 ``learn`` (collection and updates, after a warm-up that fills
-``learning_starts``); offline ones gradient steps/s. The table gives the ratio
-to the peer: > 1 is faster.
+``learning_starts``); offline ones gradient steps/s of ``learn`` on a dataset of
+``--dataset-size`` transitions, next to SB3 TD3's ``train`` step on a replay
+buffer holding the same transitions, with the same batch and network sizes.
+The table gives the ratio to the peer: > 1 is faster.
 
 Examples::
 
@@ -29,14 +31,21 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch as th
+from stable_baselines3 import TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import configure
 
 from benchmarks import algorithms
 from benchmarks.store import git_commit, write_atomic
 from benchmarks.worker import resolve_hyperparams, versions
+from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
 
 OFF_POLICY = {"learning_starts": 500, "policy_kwargs": {"net_arch": [256, 256]}}
+OFFLINE = {"batch_size": 256, "policy_kwargs": {"net_arch": [256, 256]}}
 ON_POLICY = {"n_steps": 1024, "batch_size": 64, "policy_kwargs": {"net_arch": [64, 64]}}
 
 #: algorithm -> constructor kwargs; the peer is measured with its own entry here
@@ -47,35 +56,85 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "TRPO": ON_POLICY,
     "MDPO": {"n_steps": 1024, "policy_kwargs": {"net_arch": [64, 64]}},
     "MDPOOff": OFF_POLICY,
+    "BC": OFFLINE,
+    "TD3BC": OFFLINE,
+    "IQL": OFFLINE,
 }
 
 
-def measure(name: str, env_id: str, steps: int, device: str, threads: int) -> dict[str, Any]:
-    """Throughput and peak memory of one algorithm (run this in a fresh process)."""
+def random_dataset(env: gym.Env, size: int, seed: int = 0) -> OfflineDataset:
+    """``size`` transitions with the env's shapes, float32, 1000-step episodes (throughput only: the values are noise)."""
+    rng = np.random.default_rng(seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low, env.action_space.high
+    return OfflineDataset(
+        observations=rng.standard_normal((size, obs_dim), dtype=np.float32),
+        actions=rng.uniform(low, high, (size, act_dim)).astype(np.float32),
+        rewards=rng.standard_normal(size, dtype=np.float32),
+        next_observations=rng.standard_normal((size, obs_dim), dtype=np.float32),
+        terminals=np.zeros(size, dtype=np.float32),
+        timeouts=(np.arange(1, size + 1) % 1000 == 0).astype(np.float32),
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+    )
+
+
+def _td3_train_step_rate(env: gym.Env, dataset: OfflineDataset, steps: int, device: str) -> tuple[BaseAlgorithm, float]:
+    """SB3 TD3's ``train`` (the offline peer) on a replay buffer holding ``dataset``: gradient steps/s."""
+    kwargs = resolve_hyperparams(OFFLINE)
+    model = TD3("MlpPolicy", env, buffer_size=len(dataset), learning_starts=0, seed=0, device=device, **kwargs)
+    model.set_logger(configure(None, []))
+    buffer = model.replay_buffer
+    n = len(dataset)
+    buffer.observations[:n, 0] = dataset.observations
+    buffer.next_observations[:n, 0] = dataset.next_observations
+    buffer.actions[:n, 0] = model.policy.scale_action(dataset.actions)
+    buffer.rewards[:n, 0] = dataset.rewards
+    buffer.dones[:n, 0] = dataset.terminals
+    buffer.full = True
+    model.train(gradient_steps=50, batch_size=kwargs["batch_size"])
+    start = time.perf_counter()
+    model.train(gradient_steps=steps, batch_size=kwargs["batch_size"])
+    return model, steps / (time.perf_counter() - start)
+
+
+def measure(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int = 0) -> dict[str, Any]:
+    """Throughput and peak memory of one algorithm (run this in a fresh process).
+
+    With ``dataset_size`` > 0 the measurement is offline: gradient steps/s on a
+    dataset of that many transitions (for ``TD3``, the peer, its ``train`` step on a
+    replay buffer holding the same transitions).
+    """
     th.set_num_threads(threads)
     entry = algorithms.get(name)
     kwargs = resolve_hyperparams(SPEED_CASES[name])
-    model = entry.load()("MlpPolicy", make_env(env_id), seed=0, device=device, **kwargs)
-    warmup = max(kwargs.get("learning_starts", 0) + 200, kwargs.get("n_steps", 0))
-    model.learn(warmup)
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    elapsed = time.perf_counter() - start
+    env = make_env(env_id)
+    if dataset_size > 0 and entry.kind == "online":
+        model, rate = _td3_train_step_rate(env, random_dataset(env, dataset_size), steps, device)
+    else:
+        if dataset_size > 0:
+            kwargs["dataset"] = random_dataset(env, dataset_size)
+        model = entry.load()("MlpPolicy", env, seed=0, device=device, **kwargs)
+        warmup = max(kwargs.get("learning_starts", 0) + 200, kwargs.get("n_steps", 0))
+        model.learn(warmup)
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_cuda_mib = th.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
     return {
-        "algo": name,
-        "rate": (model.num_timesteps - warmup) / elapsed,
-        "unit": "grad_steps_per_s" if entry.kind == "offline" else "env_steps_per_s",
+        "algo": name + (" (train step)" if dataset_size > 0 and entry.kind == "online" else ""),
+        "rate": rate,
+        "unit": "grad_steps_per_s" if dataset_size > 0 else "env_steps_per_s",
         "peak_rss_mib": peak_rss_mib,
         "peak_cuda_mib": peak_cuda_mib,
         "device": str(model.device),
     }
 
 
-def _measure_isolated(name: str, env_id: str, steps: int, device: str, threads: int) -> dict[str, Any]:
+def _measure_isolated(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure, name, env_id, steps, device, threads).result()
+        return pool.submit(measure, name, env_id, steps, device, threads, dataset_size).result()
 
 
 def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
@@ -103,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000, help="measured steps per algorithm (default: 2000)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument(
+        "--dataset-size", type=int, default=1_000_000, help="transitions of the offline algorithms' dataset (default: 1M)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/speed"), help="output folder (default: results/speed)")
     args = parser.parse_args(argv)
     unknown = [a for a in args.algos if a not in SPEED_CASES]
@@ -111,15 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
 
-    needed = list(dict.fromkeys(n for a in args.algos for n in (a, algorithms.get(a).peer)))
+    def offline(name: str) -> bool:
+        return algorithms.get(name).kind == "offline"
+
+    # (algorithm, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
+    needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (algorithms.get(a).peer, offline(a)))))
     start = time.perf_counter()
     measured = {}
-    for name in needed:
-        print(f"measuring {name} on {args.env} ...", file=sys.stderr)
-        measured[name] = _measure_isolated(name, args.env, args.steps, args.device, args.threads)
+    for name, on_dataset in needed:
+        print(f"measuring {name} on {args.env}{' (offline)' if on_dataset else ''} ...", file=sys.stderr)
+        size = args.dataset_size if on_dataset else 0
+        measured[name, on_dataset] = _measure_isolated(name, args.env, args.steps, args.device, args.threads, size)
     rows = []
     for name in args.algos:
-        mine, peer = measured[name], measured[algorithms.get(name).peer]
+        mine, peer = measured[name, offline(name)], measured[algorithms.get(name).peer, offline(name)]
         rows.append(
             {
                 **mine,
@@ -135,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "task": args.env,
         "measured steps": args.steps,
+        "offline dataset": f"{args.dataset_size} transitions (float32, random values), batch 256",
         "device": ", ".join(sorted({r["device"] for r in rows})),
         "torch threads": args.threads,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
