@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100_000,
         help="save model, replay buffer and RNG state every N steps of a run; 0: never (default: 100000)",
     )
+    parser.add_argument(
+        "--tables-only", action="store_true", help="run nothing: rebuild the tables and curves from the finished runs"
+    )
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or a Ray cluster")
     parser.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:10001 (default: start Ray here)")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run (default: 1)")
@@ -139,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         spec.checkpoint_dir = str((out_dir / "checkpoints" / spec.run_id).resolve())
     todo = [s for s in specs if not is_done(out_dir, s)]
     skipped = len(specs) - len(todo)
+    missing = len(todo) if args.tables_only else 0
+    if args.tables_only:
+        todo = []
     start = time.perf_counter()
     failed = 0
-    bar = tqdm(total=len(specs), initial=skipped, desc=f"{specs[0].suite}", unit="run", file=sys.stderr)
+    bar = tqdm(total=len(specs) - missing, initial=skipped, desc=f"{specs[0].suite}", unit="run", file=sys.stderr)
     results = _execute_ray(todo, args) if args.backend == "ray" else _execute(todo, args.workers, args.threads)
     for spec, record in results:
         write_result(out_dir, spec, record)
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget": ", ".join(sorted({f"{s.task}: {s.budget}" for s in specs})),
         "device": ", ".join(sorted({r.get("device", "?") for r in records if r.get("status") == "ok"})) or "—",
         "wall time of this invocation": f"{time.perf_counter() - start:.0f} s ({len(todo)} runs, {skipped} reused)",
+        **({"unfinished runs (not in the table)": missing} if missing else {}),
         "machine": (
             f"Ray cluster {args.address or '(local)'}, {args.cpus_per_run} CPUs and {args.gpus_per_run} GPUs per run"
             if args.backend == "ray"
@@ -170,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_tables(out_dir, records, header)
     write_curves(out_dir, records)
-    print(f"{len(specs) - failed} of {len(specs)} runs ok; tables in {out_dir / 'table.md'}", file=sys.stderr)
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    print(f"{n_ok} of {len(specs)} runs ok; tables in {out_dir / 'table.md'}", file=sys.stderr)
     if failed:
         print(f"error: {failed} runs failed; see the traceback in their JSON under {out_dir / 'runs'}", file=sys.stderr)
         return 100 + min(failed, 155)

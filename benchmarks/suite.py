@@ -92,8 +92,12 @@ class RunSpec:
 
     def config_hash(self) -> str:
         """Hash of everything that changes the outcome (not the device or metadata)."""
-        keys = ("task", "env", "seed", "budget", "eval_freq", "eval_episodes", "hyperparams", "dataset", "generate")
+        keys = ("task", "seed", "budget", "eval_freq", "eval_episodes", "hyperparams", "dataset")
         payload = {"algo": self.entry.target, **{k: asdict(self)[k] for k in keys}}
+        if self.env != self.task:
+            payload["env"] = self.env
+        if self.generate is not None:
+            payload["generate"] = self.generate
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
