@@ -65,6 +65,8 @@ register("TRPO", "sb3_contrib:TRPO", peer="PPO")
 # rlkit
 register("MDPO", "rlkit.mdpo:MDPO", peer="PPO")
 register("MDPOOff", "rlkit.mdpo:MDPOOff", peer="SAC")
+register("PMOESAC", "rlkit.pmoe:PMOESAC", peer="SAC")
+register("PMOEPPO", "rlkit.pmoe:PMOEPPO", peer="PPO")
 register("BC", "rlkit.bc:BC", kind="offline", peer="TD3")
 register("TD3BC", "rlkit.td3bc:TD3BC", kind="offline", peer="TD3")
 register("IQL", "rlkit.iql:IQL", kind="offline", peer="TD3")

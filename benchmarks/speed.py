@@ -56,6 +56,8 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "TRPO": ON_POLICY,
     "MDPO": {"n_steps": 1024, "policy_kwargs": {"net_arch": [64, 64]}},
     "MDPOOff": OFF_POLICY,
+    "PMOESAC": OFF_POLICY,
+    "PMOEPPO": ON_POLICY,
     "BC": OFFLINE,
     "TD3BC": OFFLINE,
     "IQL": OFFLINE,

@@ -1,0 +1,429 @@
+"""Tests of PMOE-SAC and PMOE-PPO (issue 6, item 5)."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+from rlkit.common.evaluation import evaluate
+from rlkit.envs.toy import PointReachEnv
+from rlkit.pmoe import PMOEPPO, PMOESAC, GaussianMixtureDistribution
+
+th.set_num_threads(1)
+
+SMALL_SAC = dict(learning_starts=50, batch_size=32, policy_kwargs=dict(net_arch=[16, 16]))
+SMALL_PPO = dict(n_steps=64, batch_size=32, n_epochs=1, policy_kwargs=dict(net_arch=[16, 16], q_net_arch=[16]))
+
+# Learning threshold on PointReachEnv (ref_min_score -52.6 random, ref_max_score -5.1 scripted expert):
+# untrained agents (deterministic, near-zero actions) score about -60.
+REACH_THRESHOLD = -20.0
+
+
+class TwoPeakBandit(gym.Env):
+    """One-step task, a in [-1, 1], reward max of two Gaussian bumps of height 1 at +-``peak``.
+
+    The observation is constant, so the optimal policies are bimodal: a unimodal Gaussian
+    policy that starts centred between the peaks has no gradient towards either.
+
+    :param peak: position of the two peaks
+    :param width: standard deviation of each bump
+    """
+
+    def __init__(self, peak: float = 0.7, width: float = 0.25):
+        super().__init__()
+        self.peak, self.width = peak, width
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def reward(self, action: float) -> float:
+        return math.exp(-0.5 * ((abs(action) - self.peak) / self.width) ** 2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = self.reward(float(np.clip(action[0], -1.0, 1.0)))
+        return np.zeros(1, dtype=np.float32), reward, True, False, {}
+
+
+def _flat_params(module: th.nn.Module) -> th.Tensor:
+    return th.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def _make(algo: type, variant: dict, seed: int = 0, env: gym.Env | None = None, **kwargs: Any) -> PMOESAC | PMOEPPO:
+    return algo("MlpPolicy", env or PointReachEnv(), seed=seed, device="cpu", **variant, **kwargs)
+
+
+def _set_linear_critic(critic: th.nn.Module, obs_dim: int) -> None:
+    """Make every Q-network of a critic built with ``qf=[]`` compute Q(s, a) = a_0."""
+    with th.no_grad():
+        for q_net in critic.q_networks:
+            (layer,) = q_net
+            layer.weight.zero_()
+            layer.bias.zero_()
+            layer.weight[0, obs_dim] = 1.0
+
+
+def _set_constant_experts(
+    model: PMOESAC, pre_tanh_means: list[list[float]], log_std: float, mixing_logits: list[float]
+) -> None:
+    """Experts independent of the state: expert k has pre-tanh mean ``pre_tanh_means[k]``."""
+    actor = model.actor
+    with th.no_grad():
+        for layer in (actor.mu, actor.log_std, actor.mixing):
+            layer.weight.zero_()
+        actor.mu.bias.copy_(th.tensor(pre_tanh_means).flatten())
+        actor.log_std.bias.fill_(log_std)
+        actor.mixing.bias.copy_(th.tensor(mixing_logits))
+
+
+# --------------------------------------------------------------------------- PMOE-SAC with K = 1 is SAC
+
+
+def test_one_expert_gives_exactly_sac_losses_and_updates():
+    kwargs = dict(learning_starts=10_000, batch_size=32, policy_kwargs=dict(net_arch=[32, 32]), seed=0, device="cpu")
+    sac = SAC("MlpPolicy", PointReachEnv(), **kwargs)
+    model = PMOESAC("MlpPolicy", PointReachEnv(), n_experts=1, **kwargs)
+    sac.learn(200)  # random warm-up transitions only, no gradient step
+    missing, unexpected = model.policy.load_state_dict(sac.policy.state_dict(), strict=False)
+    assert set(missing) == {"actor.mixing.weight", "actor.mixing.bias"} and not unexpected
+    model.replay_buffer = sac.replay_buffer
+    keys = ("train/actor_loss", "train/critic_loss", "train/ent_coef_loss", "train/ent_coef")
+    for algo in (sac, model):
+        algo.set_logger(configure(None, []))
+    for step in range(4):
+        logged = []
+        for algo in (sac, model):
+            np.random.seed(step)
+            th.manual_seed(step)
+            algo.train(gradient_steps=1, batch_size=32)
+            logged.append([algo.logger.name_to_value[key] for key in keys])
+        assert logged[0] == logged[1], f"step {step}: SAC {logged[0]} != PMOE-SAC {logged[1]}"
+        assert model.logger.name_to_value["train/routing_loss"] == 0.0
+    assert logged[0][2] != 0.0  # the temperature moved
+    pmoe_params = model.policy.state_dict()
+    for name, param in sac.policy.state_dict().items():
+        assert th.equal(param, pmoe_params[name]), name
+    assert th.equal(sac.log_ent_coef, model.log_ent_coef)
+
+
+# --------------------------------------------------------------------------- the PMOE-SAC estimator
+
+
+def test_mixing_weights_converge_to_the_frequency_of_the_best_expert():
+    """Frozen experts and critic; expert 0's sample has the higher Q 70% of the time: alpha -> (0.7, 0.3)."""
+    model = _make(PMOESAC, dict(policy_kwargs=dict(net_arch=dict(pi=[16, 16], qf=[]))), n_experts=2)
+    # a_k0 = tanh(m_k + eps_k), Q = a_0: P(expert 0 best) = Phi((m_0 - m_1) / sqrt(2)) = 0.7
+    gap = math.sqrt(2) * NormalDist().inv_cdf(0.7)
+    _set_constant_experts(model, [[gap / 2, 0.0], [-gap / 2, 0.0]], log_std=0.0, mixing_logits=[0.0, 0.0])
+    _set_linear_critic(model.critic, obs_dim=4)
+    model.policy.requires_grad_(False)
+    model.actor.mixing.requires_grad_(True)
+    optimizer = th.optim.Adam(model.actor.mixing.parameters(), lr=0.01)
+    scheduler = th.optim.lr_scheduler.StepLR(optimizer, step_size=200, gamma=0.1)
+    generator = th.Generator().manual_seed(0)
+    th.manual_seed(1)  # not 0: the experts' noise must not be the same numbers as the states
+    best_counts = 0
+    for _ in range(400):
+        obs = th.randn(256, 4, generator=generator)
+        samples = model.actor.expert_actions_log_prob(obs)
+        losses = model._policy_losses(obs, *samples, ent_coef=th.tensor(0.1))
+        optimizer.zero_grad()
+        losses.routing_loss.backward()
+        optimizer.step()
+        scheduler.step()
+        best_counts += (losses.best_index == 0).sum().item()
+    assert best_counts / (400 * 256) == pytest.approx(0.7, abs=0.01)
+    with th.no_grad():
+        weights = model.actor.mixture_params(th.randn(2000, 4, generator=generator))[2]
+    np.testing.assert_allclose(weights.mean(0).numpy(), [0.7, 0.3], atol=0.03)
+    assert (weights[:, 0] - 0.7).abs().mean().item() < 0.05  # the same weights in every state
+
+
+def test_actor_gradient_reaches_only_the_best_expert():
+    model = _make(PMOESAC, SMALL_SAC, n_experts=3)
+    actor, action_dim = model.actor, 2
+    generator = th.Generator().manual_seed(1)
+    best_experts = set()
+    for seed in range(8):
+        obs = th.randn(1, 4, generator=generator)
+        th.manual_seed(seed)
+        expert_actions, expert_log_prob, weights = actor.expert_actions_log_prob(obs)
+        losses = model._policy_losses(obs, expert_actions, expert_log_prob, weights, th.tensor(0.2))
+        with th.no_grad():
+            q_values = th.cat(model.critic(obs.repeat(3, 1), expert_actions[0]), dim=1).min(dim=1).values
+        best = losses.best_index.item()
+        assert best == q_values.argmax().item()
+        best_experts.add(best)
+
+        actor.zero_grad()
+        losses.actor_loss.backward()
+        for layer in (actor.mu, actor.log_std):
+            for expert in range(3):
+                rows = slice(expert * action_dim, (expert + 1) * action_dim)
+                grad = th.cat([layer.weight.grad[rows].flatten(), layer.bias.grad[rows]])
+                assert (grad.abs().sum() > 0) == (expert == best), (layer, expert, best)
+        assert all(p.grad.abs().sum() > 0 for p in actor.latent_pi.parameters())
+        assert actor.mixing.weight.grad is None and actor.mixing.bias.grad is None
+    assert len(best_experts) > 1
+
+
+def test_routing_loss_trains_only_the_mixing_layer():
+    model = _make(PMOESAC, SMALL_SAC, n_experts=3)
+    obs = th.randn(64, 4, generator=th.Generator().manual_seed(2))
+    losses = model._policy_losses(obs, *model.actor.expert_actions_log_prob(obs), ent_coef=th.tensor(0.2))
+    model.policy.zero_grad()
+    losses.routing_loss.backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.actor.mixing.parameters())
+    others = [p for name, p in model.policy.named_parameters() if not name.startswith("actor.mixing")]
+    assert others and all(p.grad is None for p in others)
+
+
+def test_critic_target_samples_the_expert_from_the_mixing_weights():
+    """y = gamma * Q'(s', a'_j) with Q' = a_0: E[y^2] tells which expert j the target used."""
+    model = _make(PMOESAC, dict(gamma=0.5, ent_coef=0.0, policy_kwargs=dict(net_arch=dict(pi=[8], qf=[]))), n_experts=2)
+    # alpha = (0.25, 0.75); expert 0 acts 0, expert 1 acts 0.8 (on a_0), both almost deterministic
+    _set_constant_experts(model, [[0.0, 0.0], [math.atanh(0.8), 0.0]], log_std=-20.0, mixing_logits=[0.0, math.log(3.0)])
+    _set_linear_critic(model.critic_target, obs_dim=4)
+    with th.no_grad():
+        for param in model.critic.parameters():
+            param.zero_()  # Q = 0, so the loss is E[y^2]
+    n = 20_000
+    batch = ReplayBufferSamples(th.zeros(n, 4), th.zeros(n, 2), th.randn(n, 4), th.zeros(n, 1), th.zeros(n, 1))
+    th.manual_seed(3)
+    loss = model._critic_loss(batch, ent_coef=th.tensor(0.0)).item()
+    # sampled j: 0.75 * (0.5 * 0.8)^2 = 0.12; the argmax would give 0.16, uniform weights 0.08
+    assert loss == pytest.approx(0.12, abs=0.004)
+
+
+def test_deterministic_predict_uses_the_most_probable_expert_or_samples_it():
+    model = _make(PMOESAC, SMALL_SAC, n_experts=2)
+    _set_constant_experts(model, [[0.0, 0.0], [math.atanh(0.8), 0.0]], log_std=-20.0, mixing_logits=[0.0, math.log(3.0)])
+    obs = np.random.default_rng(4).normal(size=(4000, 4)).astype(np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(actions, np.tile([0.8, 0.0], (4000, 1)), atol=1e-5)
+    th.manual_seed(4)
+    for deterministic in (False, True):
+        if deterministic:
+            model.deterministic_expert = "sample"  # the official evaluation policy
+        actions, _ = model.predict(obs, deterministic=deterministic)
+        on_expert_1 = np.abs(actions[:, 0] - 0.8) < 1e-3
+        assert np.all(on_expert_1 | (np.abs(actions[:, 0]) < 1e-3))
+        assert on_expert_1.mean() == pytest.approx(0.75, abs=0.03)
+
+
+# --------------------------------------------------------------------------- the PMOE-PPO mixture
+
+
+def test_mixture_log_prob_is_a_stable_logsumexp():
+    distribution = GaussianMixtureDistribution(action_dim=2, n_experts=3)
+    generator = th.Generator().manual_seed(5)
+    params, log_std = th.randn(6, 3 * 2 + 3, generator=generator), 0.3 * th.randn(6, generator=generator)
+    distribution.proba_distribution(params, log_std)
+    actions = th.randn(6, 2, generator=generator)
+
+    weights = th.softmax(params[:, 6:].double(), dim=1)
+    means, std = params[:, :6].double().reshape(6, 3, 2), log_std.double().exp().reshape(3, 2)
+    density = th.exp(-0.5 * ((actions.double()[:, None] - means) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    expected = (weights * density.prod(dim=-1)).sum(dim=1).log()
+    th.testing.assert_close(distribution.log_prob(actions).double(), expected, rtol=1e-5, atol=1e-5)
+
+    far_log_prob = distribution.log_prob(actions + 1e3)
+    assert th.isfinite(far_log_prob).all()  # log(sum(exp(.))) would give -inf
+    components = distribution.log_weights + distribution.distribution.log_prob((actions + 1e3)[:, None]).sum(-1)
+    best_component = components.max(dim=1).values
+    assert th.all(far_log_prob >= best_component - 1e-3) and th.all(far_log_prob <= best_component + math.log(3) + 1e-3)
+
+    assert distribution.entropy() is None
+    most_probable = distribution.weights.argmax(dim=1)
+    th.testing.assert_close(distribution.mode(), distribution.distribution.mean[th.arange(6), most_probable])
+    assert distribution.sample().shape == (6, 2)
+
+
+def test_ppo_routing_loss_targets_the_best_expert_of_the_q_network():
+    model = _make(PMOEPPO, {**SMALL_PPO, "policy_kwargs": dict(net_arch=[16, 16], q_net_arch=[])}, n_experts=3)
+    model.learn(64)
+    _set_linear_critic(model.policy.q_net, obs_dim=4)
+    with th.no_grad():
+        model.policy.action_net.mu.weight.zero_()
+        model.policy.action_net.mu.bias.copy_(th.tensor([0.0, 0.0, 2.0, 0.0, -2.0, 0.0]))  # expert 1 has the largest a_0
+        model.policy.log_std.fill_(-10.0)
+    rollout_data = next(model.rollout_buffer.get(32))
+    losses = model._minibatch_losses(rollout_data, clip_range=0.2, clip_range_vf=None)
+    weights = model.policy.get_distribution(rollout_data.observations).weights.detach()
+    expected = ((weights - th.tensor([0.0, 1.0, 0.0])) ** 2).mean()
+    th.testing.assert_close(losses["routing"].detach(), expected)
+
+
+def test_ppo_losses_train_their_own_networks():
+    model = _make(PMOEPPO, SMALL_PPO, n_experts=3).learn(64)
+    rollout_data = next(model.rollout_buffer.get(32))
+    losses = model._minibatch_losses(rollout_data, clip_range=0.2, clip_range_vf=None)
+    expected_prefixes = {
+        "routing": ("action_net.mixing",),
+        "q": ("q_net",),
+        "value": ("mlp_extractor.value_net", "value_net"),
+        "policy": ("mlp_extractor.policy_net", "action_net.mu", "action_net.mixing", "log_std"),
+    }
+    for key, prefixes in expected_prefixes.items():
+        model.policy.zero_grad()
+        losses[key].backward(retain_graph=True)
+        with_grad = {name for name, p in model.policy.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert with_grad, key
+        assert all(name.startswith(prefixes) for name in with_grad), (key, with_grad)
+        assert any(name.startswith(prefixes[-1]) for name in with_grad), (key, with_grad)
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_experts_specialise_on_two_peaks_and_do_at_least_as_well_as_sac():
+    """PMOE-SAC (K = 2) against SAC on the two-peak bandit, 5 seeds each.
+
+    Specialised: the experts' mean actions are more than 0.5 apart (typically one expert sits on a
+    peak and carries most of the mixing weight while the other stays off it, often towards the other
+    peak). Final reward: the reward of the deterministic action (PMOE: the most probable expert).
+    """
+    kwargs = dict(
+        learning_starts=100, batch_size=32, learning_rate=3e-3, ent_coef="auto_0.05", policy_kwargs=dict(net_arch=[32, 32])
+    )
+    env = TwoPeakBandit()
+    obs = np.zeros(1, dtype=np.float32)
+    pmoe_rewards, sac_rewards, gaps = [], [], []
+    for seed in range(5):
+        model = _make(PMOESAC, kwargs, seed=seed, env=env, n_experts=2).learn(800)
+        with th.no_grad():
+            means = th.tanh(model.actor.mixture_params(th.zeros(1, 1))[0][0, :, 0])
+        gaps.append((means.max() - means.min()).item())
+        pmoe_rewards.append(env.reward(float(model.predict(obs, deterministic=True)[0][0])))
+        sac = SAC("MlpPolicy", env, seed=seed, device="cpu", **kwargs).learn(800)
+        sac_rewards.append(env.reward(float(sac.predict(obs, deterministic=True)[0][0])))
+    message = f"PMOE rewards {np.round(pmoe_rewards, 2)}, SAC rewards {np.round(sac_rewards, 2)}, gaps {np.round(gaps, 2)}"
+    assert sum(gap > 0.5 for gap in gaps) >= 3, message
+    assert np.mean(pmoe_rewards) >= np.mean(sac_rewards), message
+    assert np.mean(pmoe_rewards) > 0.7, message
+
+
+LEARNING = [
+    pytest.param(
+        PMOESAC,
+        dict(learning_starts=300, batch_size=128, learning_rate=3e-3, policy_kwargs=dict(net_arch=[64, 64])),
+        2000,
+        id="PMOESAC",
+    ),
+    pytest.param(PMOEPPO, dict(n_steps=1024, batch_size=128, learning_rate=3e-3), 15_000, id="PMOEPPO"),
+]
+
+
+@pytest.mark.parametrize(("algo", "variant", "steps"), LEARNING)
+def test_learns_point_reach(algo: type, variant: dict, steps: int):
+    untrained = _make(algo, variant)
+    untrained_return = evaluate(untrained, PointReachEnv(), n_episodes=20, seed=100).return_mean
+    model = _make(algo, variant).learn(steps)
+    trained_return = evaluate(model, PointReachEnv(), n_episodes=20, seed=100).return_mean
+    assert untrained_return < REACH_THRESHOLD
+    assert trained_return > REACH_THRESHOLD, f"{algo.__name__} return {trained_return:.1f} (untrained {untrained_return:.1f})"
+
+
+# --------------------------------------------------------------------------- SB3 contract
+
+VARIANTS = [pytest.param(PMOESAC, SMALL_SAC, id="PMOESAC"), pytest.param(PMOEPPO, SMALL_PPO, id="PMOEPPO")]
+
+
+@pytest.mark.parametrize(("algo", "variant"), VARIANTS)
+def test_learn_predict_save_load_round_trip(algo: type, variant: dict, tmp_path):
+    model = _make(algo, variant, n_experts=3).learn(128)
+    obs = np.stack([PointReachEnv().reset(seed=i)[0] for i in range(10)])
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (10, 2)
+    assert np.all(np.abs(actions) <= 1.0)
+    single, _ = model.predict(obs[0], deterministic=True)
+    assert single.shape == (2,)
+    stochastic, _ = model.predict(obs, deterministic=False)
+    assert stochastic.shape == (10, 2) and not np.array_equal(stochastic, actions)
+
+    model.save(tmp_path / "model.zip")
+    loaded = algo.load(tmp_path / "model.zip", env=PointReachEnv(), device="cpu")
+    assert loaded.policy.n_experts == 3
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    for (name, param), loaded_param in zip(
+        model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True
+    ):
+        assert th.equal(param, loaded_param), name
+    loaded.learn(64)  # training goes on after loading
+
+    model.deterministic_expert = "sample"
+    model.save(tmp_path / "sampled.zip")
+    assert algo.load(tmp_path / "sampled.zip", device="cpu").deterministic_expert == "sample"
+    with pytest.raises(ValueError, match="deterministic_expert"):
+        model.deterministic_expert = "mean"
+
+
+@pytest.mark.parametrize(("algo", "variant"), VARIANTS)
+def test_callbacks_and_logger_work_unchanged(algo: type, variant: dict):
+    class KeyRecorder(BaseCallback):
+        """Records every logger key seen during training."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.keys: set[str] = set()
+
+        def _on_step(self) -> bool:
+            self.keys.update(self.logger.name_to_value)
+            return True
+
+    evaluation, recorder = EvalCallback(Monitor(PointReachEnv()), n_eval_episodes=1, eval_freq=64), KeyRecorder()
+    _make(algo, variant).learn(192, callback=[evaluation, recorder])
+    assert evaluation.n_calls == 192 and np.isfinite(evaluation.last_mean_reward)
+    assert {"train/routing_loss", "train/mixing_entropy"} <= recorder.keys
+
+
+@pytest.mark.parametrize("algo", [PMOESAC, PMOEPPO])
+@pytest.mark.parametrize("env", ["CartPole-v1", gym.make("CartPole-v1")], ids=["id", "instance"])
+def test_non_box_action_space_is_rejected_at_construction(algo: type, env):
+    with pytest.raises(ValueError, match=rf"{algo.__name__}.*Box.*Discrete\(2\)"):
+        algo("MlpPolicy", env)
+
+
+@pytest.mark.parametrize(("algo", "variant"), VARIANTS)
+def test_same_seed_same_run(algo: type, variant: dict):
+    obs = np.stack([PointReachEnv().reset(seed=i)[0] for i in range(10)])
+
+    def run(seed: int) -> tuple[th.Tensor, np.ndarray]:
+        model = _make(algo, variant, seed=seed).learn(128)
+        return _flat_params(model.policy), model.predict(obs, deterministic=False)[0]
+
+    (first_params, first_actions), (second_params, second_actions) = run(3), run(3)
+    other_params, other_actions = run(4)
+    th.testing.assert_close(first_params, second_params, atol=0, rtol=0)
+    np.testing.assert_array_equal(first_actions, second_actions)
+    assert not th.equal(first_params, other_params)
+    assert not np.array_equal(first_actions, other_actions)
+
+
+@pytest.mark.parametrize("algo", [PMOESAC, PMOEPPO])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(n_experts=0), "n_experts"),
+        (dict(n_experts=2.5), "n_experts"),
+        (dict(deterministic_expert="mean"), "deterministic_expert"),
+        (dict(n_experts=2, policy_kwargs=dict(n_experts=3)), "n_experts"),
+    ],
+)
+def test_bad_arguments_are_rejected(algo: type, kwargs: dict, match: str):
+    with pytest.raises(ValueError, match=match):
+        algo("MlpPolicy", PointReachEnv(), device="cpu", **kwargs)
