@@ -76,15 +76,15 @@ class EvalRecorder(BaseCallback):
         self.ref_scores = ref_scores
         self.curve: list[dict[str, float]] = []
         self.eval_time = 0.0
-        self._last_eval_step = 0
+        self.last_eval_step = 0
 
     def _on_step(self) -> bool:
-        if self.num_timesteps - self._last_eval_step >= self.eval_freq:
+        if self.num_timesteps - self.last_eval_step >= self.eval_freq:
             self.evaluate_now()
         return True
 
     def _on_training_end(self) -> None:
-        if self._last_eval_step != self.num_timesteps:
+        if self.last_eval_step != self.num_timesteps:
             self.evaluate_now()
 
     def evaluate_now(self) -> None:
@@ -104,7 +104,7 @@ class EvalRecorder(BaseCallback):
             point["normalized"] = float(normalized_score(result.return_mean, *self.ref_scores))
         self.curve.append(point)
         self.logger.record("eval/mean_reward", result.return_mean)
-        self._last_eval_step = self.num_timesteps
+        self.last_eval_step = self.num_timesteps
         self.eval_time += time.perf_counter() - start
 
 
@@ -220,7 +220,7 @@ def _train(spec: RunSpec) -> dict[str, Any]:
             spec.config_hash(),
             extra_state=lambda: {
                 "curve": recorder.curve,
-                "last_eval_step": recorder._last_eval_step,
+                "last_eval_step": recorder.last_eval_step,
                 "train_time_s": before["train_time_s"] + time.perf_counter() - started - recorder.eval_time,
                 "eval_time_s": before["eval_time_s"] + recorder.eval_time,
                 "wall_time_s": before["wall_time_s"] + time.perf_counter() - started,
@@ -234,7 +234,7 @@ def _train(spec: RunSpec) -> dict[str, Any]:
         assert checkpointer is not None
         load_kwargs = {"dataset": kwargs["dataset"]} if "dataset" in kwargs else {}
         model, state = checkpointer.restore(resumed, model_cls, train_env, device=spec.device, **load_kwargs)
-        recorder.curve, recorder._last_eval_step = state["curve"], state["last_eval_step"]
+        recorder.curve, recorder.last_eval_step = state["curve"], state["last_eval_step"]
         before = {key: state[key] for key in before}
     recorder.ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
     steps_before = model.num_timesteps

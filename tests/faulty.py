@@ -6,6 +6,8 @@ from pathlib import Path
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from rlkit import BC
+
 
 class _DieOnce(BaseCallback):
     def __init__(self, marker: Path, at_step: int, mode: str) -> None:
@@ -38,4 +40,8 @@ class DieOnceSAC(DieOnce, SAC):
 
 
 class DieOncePPO(DieOnce, PPO):
+    pass
+
+
+class DieOnceBC(DieOnce, BC):
     pass

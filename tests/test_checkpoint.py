@@ -13,8 +13,9 @@ from benchmarks.worker import run_one
 
 @pytest.fixture
 def die_once_registered(monkeypatch):
-    for name in ("DieOnceSAC", "DieOncePPO"):
-        monkeypatch.setitem(algorithms.ALGORITHMS, name, algorithms.AlgoEntry(name, f"faulty:{name}", "online", name[7:]))
+    for name in ("DieOnceSAC", "DieOncePPO", "DieOnceBC"):
+        kind = "offline" if name == "DieOnceBC" else "online"
+        monkeypatch.setitem(algorithms.ALGORITHMS, name, algorithms.AlgoEntry(name, f"faulty:{name}", kind, name[7:]))
 
 
 def die_once_suite(tmp_path, mode: str, seeds=(0,)) -> str:
@@ -103,3 +104,26 @@ def test_resume_restores_vecnormalize_statistics(tmp_path, die_once_registered):
     assert record["status"] == "ok", record.get("traceback")
     assert record["resumed_from_step"] == 128 and record["final"]["step"] == 384
     assert [p["step"] for p in record["curve"]] == [128, 256, 384]
+
+
+def test_offline_run_resumes_from_its_checkpoint(tmp_path, die_once_registered, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    generate = {"kind": "medium", "size": 400, "train_steps": 300, "learning_starts": 50, "eval_freq": 50}
+    suite = {
+        "eval_freq": 100,
+        "eval_episodes": 2,
+        "tasks": {"toy-medium": {"env": "toy/reach-v0", "generate": generate, "budget": 300}},
+        "algorithms": {
+            "DieOnceBC": {"default": {"policy_kwargs": {"net_arch": [16]}, "die_marker": str(tmp_path / "died"),
+                                      "die_at_step": 150, "die_mode": "raise"}}
+        },
+    }
+    path = tmp_path / "offline.yaml"
+    path.write_text(json.dumps(suite))
+    (spec,) = build_specs(str(path))
+    spec.checkpoint_every, spec.checkpoint_dir = 100, str(tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        run_one(spec)
+    record = run_one(spec)
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["resumed_from_step"] == 100 and [p["step"] for p in record["curve"]] == [100, 200, 300]
