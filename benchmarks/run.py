@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": ", ".join(sorted({r.get("device", "?") for r in records if r.get("status") == "ok"})) or "—",
         "wall time of this invocation": f"{time.perf_counter() - start:.0f} s ({len(todo)} runs, {skipped} reused)",
         **({"unfinished runs (not in the table)": missing} if missing else {}),
-        "machine": (
+        "machine": "as recorded in each run's JSON (tables rebuilt with --tables-only)"
+        if args.tables_only
+        else (
             f"Ray cluster {args.address or '(local)'}, {args.cpus_per_run} CPUs and {args.gpus_per_run} GPUs per run"
             if args.backend == "ray"
             else f"{os.cpu_count()} CPUs, {args.workers} workers x {args.threads} torch threads"
