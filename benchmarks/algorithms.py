@@ -7,12 +7,16 @@ here. Classes are imported lazily, so listing the registry costs nothing.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
-from typing import Literal
+from types import ModuleType
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-Kind = Literal["online", "offline"]
+#: ``online`` (learns from an env) and ``offline`` (from a dataset) are run by
+#: :mod:`benchmarks.worker`; every other kind is a module ``benchmarks.kinds.<kind>``
+#: (see :mod:`benchmarks.kinds`).
+BUILTIN_KINDS = ("online", "offline")
 
 
 @dataclass(frozen=True)
@@ -21,14 +25,15 @@ class AlgoEntry:
 
     :param name: the name used in suites and on the command line
     :param target: ``"module:ClassName"``
-    :param kind: ``"online"`` (learns from an env, budget in env steps) or
-        ``"offline"`` (learns from a dataset, budget in gradient steps)
+    :param kind: ``"online"`` (learns from an env, budget in env steps),
+        ``"offline"`` (learns from a dataset, budget in gradient steps) or the name
+        of a module in :mod:`benchmarks.kinds` that trains and tabulates it
     :param peer: the registered algorithm it is compared against for speed
     """
 
     name: str
     target: str
-    kind: Kind
+    kind: str
     peer: str
 
     def load(self) -> type[BaseAlgorithm]:
@@ -36,16 +41,28 @@ class AlgoEntry:
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    @property
+    def needs_data(self) -> bool:
+        """Whether it runs on tasks with a dataset (``dataset`` or ``generate``) rather than env-only tasks."""
+        if self.kind in BUILTIN_KINDS:
+            return self.kind == "offline"
+        return bool(kind_module(self.kind).NEEDS_DATA)
+
+
+def kind_module(kind: str) -> ModuleType:
+    """The module ``benchmarks.kinds.<kind>`` that runs algorithms of this kind."""
+    return importlib.import_module(f"benchmarks.kinds.{kind}")
+
 
 ALGORITHMS: dict[str, AlgoEntry] = {}
 
 
-def register(name: str, target: str, kind: Kind = "online", peer: str | None = None) -> None:
+def register(name: str, target: str, kind: str = "online", peer: str | None = None) -> None:
     """Add an algorithm to the registry (see :class:`AlgoEntry`); ``peer`` defaults to itself."""
     if name in ALGORITHMS:
         raise ValueError(f"Algorithm {name!r} is already registered as {ALGORITHMS[name].target}")
-    if kind not in ("online", "offline"):
-        raise ValueError(f"kind must be 'online' or 'offline', got {kind!r}")
+    if kind not in BUILTIN_KINDS and importlib.util.find_spec(f"benchmarks.kinds.{kind}") is None:
+        raise ValueError(f"kind must be one of {', '.join(BUILTIN_KINDS)} or a module of benchmarks.kinds, got {kind!r}")
     ALGORITHMS[name] = AlgoEntry(name, target, kind, peer or name)
 
 

@@ -55,6 +55,14 @@ TASK_KEYS = {"budget": int, "eval_freq": int, "eval_episodes": int, "env": str, 
 ALGO_RESERVED = {"default": dict, "tasks": list}
 
 
+def kind_task_keys() -> dict[str, Any]:
+    """Task keys read by the registered kinds of :mod:`benchmarks.kinds` (passed on as ``RunSpec.options``)."""
+    keys: dict[str, Any] = {}
+    for kind in sorted({entry.kind for entry in algorithms.ALGORITHMS.values()} - set(algorithms.BUILTIN_KINDS)):
+        keys.update(algorithms.kind_module(kind).TASK_KEYS)
+    return keys
+
+
 class SuiteError(ValueError):
     """A suite file or a command-line selection that cannot be run; the message names the fix."""
 
@@ -77,6 +85,7 @@ class RunSpec:
     device: str = "auto"
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -98,6 +107,8 @@ class RunSpec:
             payload["env"] = self.env
         if self.generate is not None:
             payload["generate"] = self.generate
+        if self.options:
+            payload["options"] = self.options
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -173,7 +184,7 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
         _check_type(file, f"seeds[{i}]", seed, int)
     for task, conf in data["tasks"].items():
         _check_type(file, f"tasks.{task}", conf, dict)
-        _check_keys(file, f"tasks.{task}.", conf, TASK_KEYS)
+        _check_keys(file, f"tasks.{task}.", conf, {**TASK_KEYS, **kind_task_keys()})
         try:
             check_env_id(conf.get("env", task))
         except ValueError as exc:
@@ -211,8 +222,8 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     return file, data
 
 
-def _task_kind(conf: dict[str, Any]) -> str:
-    return "offline" if "dataset" in conf or "generate" in conf else "online"
+def _has_data(conf: dict[str, Any]) -> bool:
+    return "dataset" in conf or "generate" in conf
 
 
 def build_specs(
@@ -244,11 +255,11 @@ def build_specs(
         conf = conf or {}
         if algos and name not in algos:
             continue
-        kind = algorithms.get(name).kind
+        needs_data = algorithms.get(name).needs_data
         for task, task_conf in data["tasks"].items():
             if (envs and task not in envs) or task not in conf.get("tasks", data["tasks"]):
                 continue
-            if _task_kind(task_conf) != kind:
+            if _has_data(task_conf) != needs_data:
                 continue
             hyperparams = {**(conf.get("default") or {}), **(conf.get(task) or {})}
             algo_budget = hyperparams.pop("budget", task_conf["budget"])
@@ -267,6 +278,7 @@ def build_specs(
                         env=task_conf.get("env", task),
                         dataset=task_conf.get("dataset"),
                         generate=task_conf.get("generate"),
+                        options={key: value for key, value in task_conf.items() if key not in TASK_KEYS},
                         suite=file.stem,
                         device=device,
                     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.algorithms import BUILTIN_KINDS, kind_module
 from benchmarks.store import write_atomic
 
 CSV_FIELDS = [
@@ -139,6 +140,10 @@ def write_tables(out_dir: Path, records: list[dict[str, Any]], header: dict[str,
         *_detail_table(rows),
         "",
     ]
+    for kind in dict.fromkeys(r.get("kind", "online") for r in records):
+        if kind in BUILTIN_KINDS or not hasattr(kind_module(kind), "table"):
+            continue
+        md += [f"## {kind}", "", *kind_module(kind).table([r for r in records if r.get("kind") == kind]), ""]
     write_atomic(out_dir / "table.md", "\n".join(md))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)

@@ -11,7 +11,9 @@ import platform
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import gymnasium as gym
 
 import numpy as np
 import torch as th
@@ -21,9 +23,11 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import get_linear_fn
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
+from benchmarks.algorithms import BUILTIN_KINDS, kind_module
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.suite import RunSpec
 from rlkit.common.evaluation import evaluate, normalized_score
+from rlkit.common.offline import OfflineAlgorithm
 from rlkit.data.generate import generate
 from rlkit.envs import make_env
 
@@ -100,6 +104,8 @@ class EvalRecorder(BaseCallback):
             "cost_mean": result.cost_mean,
             "success_rate": result.success_rate,
         }
+        # algorithms may report progress measures of their own (e.g. feedback queries used so far)
+        point.update(getattr(self.model, "progress_info", dict)())
         if self.ref_scores is not None:
             point["normalized"] = float(normalized_score(result.return_mean, *self.ref_scores))
         self.curve.append(point)
@@ -126,9 +132,23 @@ def reference_scores(env: Any, model: BaseAlgorithm | None = None) -> tuple[floa
     return None
 
 
-def _make_envs(spec: RunSpec, runner: dict[str, Any]) -> tuple[VecEnv, Any]:
+EnvWrapper = Callable[[gym.Env], gym.Env]
+
+
+def make_envs(spec: RunSpec, runner: dict[str, Any], wrap_train_env: EnvWrapper | None = None) -> tuple[VecEnv, Any]:
+    """The training VecEnv (``n_envs`` copies, optionally wrapped, optionally ``VecNormalize``) and the evaluation env.
+
+    :param spec: the run
+    :param runner: the runner keys of its hyperparameters (``n_envs``, ``normalize``)
+    :param wrap_train_env: a wrapper applied to each training env only (evaluation stays on the plain env)
+    """
     n_envs = runner.get("n_envs", 1)
-    train_env: VecEnv = DummyVecEnv([lambda: Monitor(make_env(spec.env)) for _ in range(n_envs)])
+
+    def make_train_env() -> gym.Env:
+        env = make_env(spec.env)
+        return Monitor(wrap_train_env(env) if wrap_train_env is not None else env)
+
+    train_env: VecEnv = DummyVecEnv([make_train_env for _ in range(n_envs)])
     train_env.seed(spec.seed)
     normalize = runner.get("normalize", False)
     if normalize:
@@ -138,6 +158,13 @@ def _make_envs(spec: RunSpec, runner: dict[str, Any]) -> tuple[VecEnv, Any]:
     else:
         eval_env = make_env(spec.env)
     return train_env, eval_env
+
+
+def split_runner_keys(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's constructor kwargs and its runner keys (``policy``, ``n_envs``, ``normalize``)."""
+    kwargs = resolve_hyperparams(spec.hyperparams)
+    runner = {key: kwargs.pop(key) for key in ("policy", "n_envs", "normalize") if key in kwargs}
+    return kwargs, runner
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +197,7 @@ def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
         "env": spec.env,
         "dataset": spec.dataset,
         "generate": spec.generate,
+        "options": spec.options,
         "hyperparams": spec.hyperparams,
         "eval_freq": spec.eval_freq,
         "eval_episodes": spec.eval_episodes,
@@ -192,7 +220,10 @@ def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
     record = base_record(spec, torch_threads)
     start = time.perf_counter()
     try:
-        record.update(_train(spec))
+        if spec.entry.kind in BUILTIN_KINDS:
+            record.update(train_model(spec))
+        else:
+            record.update(kind_module(spec.entry.kind).train(spec))
         record["status"] = "ok"
     except Exception:
         record["status"] = "failed"
@@ -201,11 +232,16 @@ def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
     return record
 
 
-def _train(spec: RunSpec) -> dict[str, Any]:
-    kwargs = resolve_hyperparams(spec.hyperparams)
-    runner = {key: kwargs.pop(key) for key in ("policy", "n_envs", "normalize") if key in kwargs}
-    train_env, eval_env = _make_envs(spec, runner)
-    if spec.entry.kind == "offline":
+def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict[str, Any]:
+    """Build the run's model (or resume it from its checkpoint), train it with periodic evaluation, report.
+
+    :param spec: the run; with a dataset (``dataset`` or ``generate``) the model gets ``dataset=``
+    :param wrap_train_env: a wrapper for each training env (see :func:`make_envs`)
+    :return: the outcome fields of the record (curve, final and best points, timings, throughput)
+    """
+    kwargs, runner = split_runner_keys(spec)
+    train_env, eval_env = make_envs(spec, runner, wrap_train_env)
+    if spec.dataset is not None or spec.generate is not None:
         kwargs["dataset"] = dataset_id(spec)
     model_cls = spec.entry.load()
     recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=None)
@@ -243,7 +279,7 @@ def _train(spec: RunSpec) -> dict[str, Any]:
     train_time = time.perf_counter() - started - recorder.eval_time
     if checkpointer is not None:
         checkpointer.clear()
-    unit = "grad_steps_per_s" if spec.entry.kind == "offline" else "env_steps_per_s"
+    unit = "grad_steps_per_s" if isinstance(model, OfflineAlgorithm) else "env_steps_per_s"
     return {
         "device": str(model.device),
         "curve": recorder.curve,
