@@ -1,0 +1,113 @@
+"""A2PR: the BC target and gate, and the advantage-masked VAE on a two-mode one-step task.
+
+The contract tests (learn, predict, save/load, seeds, bad spaces) run with the other
+offline algorithms in ``tests/test_offline.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from rlkit.a2pr import A2PR, bc_target_and_gate
+from rlkit.data import OfflineDataset
+from rlkit.td3bc import TD3BC
+
+
+def test_bc_target_takes_the_higher_advantage_candidate_and_ties_go_to_the_vae():
+    value = th.zeros(4, 1)
+    q_data = th.tensor([[1.0], [2.0], [0.5], [-1.0]])
+    q_vae = th.tensor([[2.0], [1.0], [0.5], [-2.0]])
+    data_actions = th.full((4, 2), -0.5)
+    vae_actions = th.full((4, 2), 0.5)
+    target, _ = bc_target_and_gate(q_data, q_vae, value, data_actions, vae_actions)
+    # VAE better, data better, tie (-> VAE), data better
+    expected = th.tensor([0.5, -0.5, 0.5, -0.5])[:, None].expand(4, 2)
+    assert th.equal(target, expected)
+
+
+def test_gate_is_a_logical_or_and_neither_positive_gives_no_bc_term():
+    value = th.ones(5, 1)
+    # (q_data, q_vae): both positive, data only, VAE only, VAE exactly at V, neither
+    q_data = th.tensor([[2.0], [2.0], [0.0], [0.5], [0.5]])
+    q_vae = th.tensor([[3.0], [0.0], [2.0], [1.0], [0.9]])
+    _, gate = bc_target_and_gate(q_data, q_vae, value, th.zeros(5, 1), th.ones(5, 1))
+    # never 2 (a sum of the two masks would be), A_vae >= 0 counts, A_data must be > 0
+    assert gate.flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    # the dataset action exactly at V(s) is not an improvement
+    _, gate = bc_target_and_gate(th.ones(1, 1), th.zeros(1, 1), th.ones(1, 1), th.zeros(1, 1), th.ones(1, 1))
+    assert gate.item() == 0.0
+    # a threshold raises the bar for both candidates
+    _, gate = bc_target_and_gate(q_data, q_vae, value, th.zeros(5, 1), th.ones(5, 1), threshold=1.5)
+    assert gate.flatten().tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+GOOD, BAD = 0.5, -0.5
+
+
+def two_mode_bandit(n: int = 2000, p_good: float = 0.2, seed: int = 0) -> OfflineDataset:
+    """One-step task: reward ``1 - |a - 0.5|``; 20% of the actions near 0.5 (good), 80% near -0.5 (bad)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    actions = np.where(rng.random(n) < p_good, GOOD, BAD) + rng.normal(0, 0.05, n)
+    actions = np.clip(actions, -1, 1).astype(np.float32)[:, None]
+    rewards = (1.0 - np.abs(actions[:, 0] - GOOD)).astype(np.float32)
+    return OfflineDataset.from_dict(
+        dict(observations=obs, actions=actions, rewards=rewards, next_observations=obs, terminals=np.ones(n, bool)),
+        observation_space=spaces.Box(-1, 1, (2,), np.float32),
+        action_space=spaces.Box(-1, 1, (1,), np.float32),
+        dataset_id="test/two-mode-bandit",
+    )
+
+
+@pytest.fixture(scope="module")
+def bandit() -> OfflineDataset:
+    return two_mode_bandit()
+
+
+BANDIT = dict(batch_size=256, alpha=0.5, normalize_obs=False, seed=0, device="cpu")
+
+
+def test_vae_sits_on_the_good_mode_and_a2pr_ends_nearer_it_than_td3bc(bandit):
+    """The VAE is trained only on positive-advantage actions, so it decodes to the good mode;
+    A2PR's BC target follows it while TD3+BC clones the 80% bad mode.
+
+    Measured (seed 0, 1500 steps): A2PR's action 0.56, TD3+BC's 0.11; the VAE decodes z=0 to
+    0.50 and reconstructs bad-mode actions as 0.50. With the VAE's advantage mask removed
+    (advantage_threshold=-inf) it decodes to the bad mode, -0.50, and the test fails. Forcing
+    the actor's gate to 1 leaves this task's outcome unchanged (0.56): here the VAE candidate
+    always has a non-negative advantage, so the gate is covered by the tensor tests above.
+    """
+    a2pr = A2PR("MlpPolicy", None, dataset=bandit, policy_kwargs=dict(net_arch=[64, 64], vae_net_arch=[64, 64]), **BANDIT)
+    td3bc = TD3BC("MlpPolicy", None, dataset=bandit, policy_kwargs=dict(net_arch=[64, 64]), **BANDIT)
+    a2pr.learn(1500)
+    td3bc.learn(1500)
+    obs = bandit.observations[:200]
+    a2pr_action = a2pr.predict(obs, deterministic=True)[0].mean()
+    td3bc_action = td3bc.predict(obs, deterministic=True)[0].mean()
+    assert abs(a2pr_action - GOOD) < 0.15, a2pr_action
+    assert abs(a2pr_action - GOOD) + 0.2 < abs(td3bc_action - GOOD), (a2pr_action, td3bc_action)
+
+    with th.no_grad():
+        states = th.as_tensor(obs)
+        prior_mean = a2pr.vae.decode(states, th.zeros(len(states), a2pr.vae.latent_dim))
+        bad_latent, _ = a2pr.vae.encode(states, th.full((len(states), 1), BAD))
+        from_bad = a2pr.vae.decode(states, bad_latent)
+    assert abs(prior_mean.mean().item() - GOOD) < 0.1
+    assert abs(from_bad.mean().item() - GOOD) < abs(from_bad.mean().item() - BAD)
+
+
+def test_vae_and_value_are_saved_and_restored(bandit, tmp_path):
+    model = A2PR("MlpPolicy", None, dataset=bandit, policy_kwargs=dict(net_arch=[32], vae_net_arch=[32]), **BANDIT)
+    model.learn(20)
+    model.save(tmp_path / "a2pr.zip")
+    loaded = A2PR.load(tmp_path / "a2pr.zip", device="cpu")
+    states = th.as_tensor(bandit.observations[:8])
+    with th.no_grad():
+        assert th.equal(loaded.value(states), model.value(states))
+        z = th.zeros(8, model.vae.latent_dim)
+        assert th.equal(loaded.vae.decode(states, z), model.vae.decode(states, z))
+    assert loaded.vae.optimizer.state_dict()["state"], "the VAE optimizer state is saved"
+    assert loaded.vae.optimizer.param_groups[0]["lr"] == 1e-3
