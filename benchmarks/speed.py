@@ -61,6 +61,8 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "BC": OFFLINE,
     "TD3BC": OFFLINE,
     "IQL": OFFLINE,
+    # the paper's networks: 256x3 actor, 256x4 critics and V, 750-750 VAE
+    "A2PR": {"batch_size": 256},
 }
 
 
