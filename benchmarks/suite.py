@@ -226,6 +226,21 @@ def _has_data(conf: dict[str, Any]) -> bool:
     return "dataset" in conf or "generate" in conf
 
 
+def runs_on(entry: algorithms.AlgoEntry, task_conf: dict[str, Any]) -> bool:
+    """Whether an algorithm runs on a task: data if it needs data, the keys its kind requires, and no
+    task keys that an exclusive kind of :mod:`benchmarks.kinds` claims for itself."""
+    if _has_data(task_conf) != entry.needs_data:
+        return False
+    for kind in {e.kind for e in algorithms.ALGORITHMS.values()} - set(algorithms.BUILTIN_KINDS):
+        module = algorithms.kind_module(kind)
+        claimed = all(key in task_conf for key in getattr(module, "REQUIRED_TASK_KEYS", ()))
+        if kind == entry.kind and not claimed:
+            return False
+        if kind != entry.kind and claimed and getattr(module, "EXCLUSIVE", False):
+            return False
+    return True
+
+
 def build_specs(
     name_or_path: str,
     algos: list[str] | None = None,
@@ -255,11 +270,11 @@ def build_specs(
         conf = conf or {}
         if algos and name not in algos:
             continue
-        needs_data = algorithms.get(name).needs_data
+        entry = algorithms.get(name)
         for task, task_conf in data["tasks"].items():
             if (envs and task not in envs) or task not in conf.get("tasks", data["tasks"]):
                 continue
-            if _has_data(task_conf) != needs_data:
+            if not runs_on(entry, task_conf):
                 continue
             hyperparams = {**(conf.get("default") or {}), **(conf.get(task) or {})}
             algo_budget = hyperparams.pop("budget", task_conf["budget"])

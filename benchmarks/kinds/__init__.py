@@ -6,6 +6,9 @@ module ``benchmarks.kinds.<name>``, which defines:
 - ``NEEDS_DATA: bool``: whether its tasks carry a dataset (``dataset`` or ``generate``);
 - ``TASK_KEYS: dict[str, type]``: task keys it reads besides the common ones; the
   suite validates their types and passes them in :attr:`RunSpec.options`;
+- optionally ``REQUIRED_TASK_KEYS: tuple[str, ...]``: its algorithms run only on tasks
+  that carry all of these keys, and ``EXCLUSIVE: bool``: tasks that carry them run
+  only algorithms of this kind (a multi-objective or a safe task is no task for SAC);
 - ``train(spec: RunSpec) -> dict``: the outcome of one run. It holds at least
   ``curve`` (evaluation points with ``step`` and ``return_mean``), ``final`` and
   ``best`` (points of the curve), like :func:`benchmarks.worker.train_model`,

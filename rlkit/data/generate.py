@@ -444,9 +444,14 @@ def generate(env_id: str, kinds: Sequence[str] = KINDS, size: int | None = None,
     :param env_id: id for :func:`rlkit.envs.make_env`, e.g. ``Hopper-v5`` or ``toy/reach-v0``
     :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert``
     :param size: transitions of the random, medium and expert datasets (default by env family)
-    :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...)
+    :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
+        ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
     """
+    if "cost_penalties" in kwargs:  # a DSRL-like safe dataset: behaviour policies at several cost levels
+        from rlkit.data.safe import generate_safe
+
+        return generate_safe(env_id, kinds, size, **kwargs)
     config = GenerateConfig(env_id=env_id, kinds=list(kinds), size=size, **kwargs)
     ids = {kind: local_dataset_id(env_id, kind, config.namespace) for kind in config.kinds}
     with _store_lock(f"{config.namespace}-{env_id}"):

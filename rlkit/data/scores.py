@@ -59,3 +59,36 @@ def d4rl_normalized_score(name: str, episode_return: float | np.ndarray) -> floa
             "use the dataset's own ref_min_score / ref_max_score (OfflineDataset.normalized_score)"
         )
     return normalized_score(episode_return, *refs)
+
+
+#: DSRL's velocity task -> (min, max) episode reward of its datasets (``dsrl/infos.py``; Gymnasium MuJoCo v4 robots)
+DSRL_REWARD_RANGES: dict[str, tuple[float, float]] = {
+    "HalfCheetahVelocity": (5.7509765625, 2806.93310546875),
+    "AntVelocity": (6.1519, 2976.2766),
+    "HopperVelocity": (37.0515, 1911.3967),
+    "Walker2dVelocity": (18.6685, 3418.2239),
+    "SwimmerVelocity": (0.0711, 238.9583),
+}
+
+
+def dsrl_normalized_reward(episode_return: float | np.ndarray, reward_min: float, reward_max: float) -> float | np.ndarray:
+    """DSRL's normalised reward ``(R - r_min) / (r_max - r_min)`` (not x100), with the dataset's extreme episode rewards.
+
+    :param episode_return: undiscounted episode reward(s)
+    :param reward_min: smallest episode reward of the dataset (DSRL: ``MIN_EPISODE_REWARD``)
+    :param reward_max: largest episode reward of the dataset (DSRL: ``MAX_EPISODE_REWARD``)
+    """
+    return normalized_score(episode_return, reward_min, reward_max) / 100.0
+
+
+def dsrl_normalized_cost(episode_cost: float | np.ndarray, cost_limit: float) -> float | np.ndarray:
+    """DSRL's normalised cost ``(C + eps) / (kappa + eps)`` with ``eps = 1`` if ``kappa = 0`` else 0; safe iff <= 1.
+
+    :param episode_cost: undiscounted episode cost(s)
+    :param cost_limit: the episode cost budget ``kappa``
+    """
+    if cost_limit < 0:
+        raise ValueError(f"cost_limit must be >= 0, got {cost_limit}")
+    eps = 1.0 if cost_limit == 0 else 0.0
+    normalized = (np.asarray(episode_cost, dtype=np.float64) + eps) / (cost_limit + eps)
+    return float(normalized) if normalized.ndim == 0 else normalized

@@ -6,7 +6,8 @@ Ids by family:
 - ``dmc/<domain>-<task>``: DeepMind Control through shimmy, observations flattened to one float32 vector;
 - ``metaworld/<task>-v3``: a Meta-World MT1 task (seeded), ``info["success"]``, float32 observations;
 - ``mo/<mo-gymnasium id>``: multi-objective tasks, the vector reward kept;
-- ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`).
+- ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`, :mod:`rlkit.envs.toy_safe`);
+- ``safe/<Robot>Velocity-v5``: DSRL's velocity-constrained MuJoCo tasks, cost in ``info["cost"]`` (:mod:`rlkit.envs.safety`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from rlkit.envs.safety import VELOCITY_TASKS, make_velocity_env
 from rlkit.envs.toy import TOY_ENVS
+from rlkit.envs.toy_mo import TOY_MO_ENVS
+from rlkit.envs.toy_safe import TOY_SAFE_ENVS
+
+TOY_ENVS.update(TOY_SAFE_ENVS)  # the safe toy tasks share the toy/ family
+TOY_ENVS.update(TOY_MO_ENVS)  # so do the vector-reward toy tasks
 
 FAMILIES = {
     "gymnasium": "any registered gymnasium id, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1",
@@ -28,6 +35,7 @@ FAMILIES = {
     "metaworld/": "Meta-World MT1 tasks, e.g. metaworld/reach-v3, metaworld/button-press-v3",
     "mo/": "MO-Gymnasium (vector reward), e.g. mo/mo-halfcheetah-v5, mo/mo-hopper-2obj-v5",
     "toy/": "built-in tiny tasks, e.g. toy/reach-v0",
+    "safe/": "velocity-constrained MuJoCo (DSRL), e.g. safe/HalfCheetahVelocity-v5",
 }
 
 
@@ -113,6 +121,7 @@ _PREFIXED: dict[str, tuple[Callable[..., gym.Env], Callable[[], list[str]]]] = {
     "metaworld/": (_make_metaworld, _metaworld_ids),
     "mo/": (_make_mo, _mo_ids),
     "toy/": (_make_toy, lambda: sorted(TOY_ENVS)),
+    "safe/": (make_velocity_env, lambda: sorted(VELOCITY_TASKS)),
 }
 
 

@@ -67,6 +67,14 @@ class PointReachEnv(gym.Env):
         truncated = self._t >= self.max_episode_steps
         return self._obs(), -dist, False, truncated, {"success": float(dist < self.goal_radius)}
 
+    def get_state(self) -> np.ndarray:
+        """The simulator state ``(x, y, goal_x, goal_y)``; the step counter is episode bookkeeping, not state."""
+        return np.concatenate([self._pos, self._goal])
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a state returned by :meth:`get_state`."""
+        self._pos, self._goal = np.array(state[:2], dtype=np.float64), np.array(state[2:4], dtype=np.float64)
+
     def expert_action(self) -> np.ndarray:
         """The straight-line controller: full speed towards the goal, then stop on it."""
         delta = self._goal - self._pos

@@ -12,6 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import polyak_update, update_learning_rate
 from torch.nn import functional as F
 
+from rlkit.common.buffers import OfflineReplayBufferSamples
 from rlkit.common.networks import GaussianActor, ValueNetwork
 from rlkit.common.offline import OfflineAlgorithm
 from rlkit.data.minari import OfflineDataset
@@ -139,6 +140,36 @@ class IQL(OfflineAlgorithm):
             learning_rate *= 0.5 * (1.0 + math.cos(math.pi * (1.0 - self._current_progress_remaining)))
         return learning_rate
 
+    def _update_value_and_critic(self, replay_data: OfflineReplayBufferSamples) -> tuple[th.Tensor, float, float]:
+        """One step of the value loss, eq. (5), and of the critic loss, eq. (6), then the Polyak update.
+
+        :param replay_data: a normalised minibatch
+        :return: the detached advantage ``Q_hat(s, a) - V(s)`` (value before its update, shape ``(batch, 1)``),
+            the value loss and the critic loss
+        """
+        obs, actions = replay_data.observations, replay_data.actions
+        with th.no_grad():
+            target_q = th.min(th.cat(self.critic_target(obs, actions), dim=1), dim=1, keepdim=True)[0]
+            next_v = self.value(replay_data.next_observations)
+
+        # Eq. (5): expectile regression of V towards the target Q
+        advantage = target_q - self.value(obs)
+        weight = th.abs(self.expectile - (advantage < 0).float())
+        value_loss = (weight * advantage.pow(2)).mean()
+        self.value.optimizer.zero_grad()
+        value_loss.backward()
+        self.value.optimizer.step()
+
+        # Eq. (6): TD regression of Q towards r + gamma V(s')
+        target = replay_data.rewards + (1 - replay_data.dones) * self.gamma * next_v
+        critic_loss = sum(F.mse_loss(q, target) for q in self.critic(obs, actions))
+        assert isinstance(critic_loss, th.Tensor)
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic.optimizer.step()
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        return advantage.detach(), value_loss.item(), critic_loss.item()
+
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate([self.critic.optimizer, self.value.optimizer])
@@ -149,32 +180,11 @@ class IQL(OfflineAlgorithm):
             self._n_updates += 1
             replay_data = self.replay_buffer.sample(batch_size)  # type: ignore[union-attr]
             obs, actions = replay_data.observations, replay_data.actions
-
-            with th.no_grad():
-                target_q = th.min(th.cat(self.critic_target(obs, actions), dim=1), dim=1, keepdim=True)[0]
-                next_v = self.value(replay_data.next_observations)
-
-            # Eq. (5): expectile regression of V towards the target Q
-            advantage = target_q - self.value(obs)
-            weight = th.abs(self.expectile - (advantage < 0).float())
-            value_loss = (weight * advantage.pow(2)).mean()
-            value_losses.append(value_loss.item())
-            self.value.optimizer.zero_grad()
-            value_loss.backward()
-            self.value.optimizer.step()
-
-            # Eq. (6): TD regression of Q towards r + gamma V(s')
-            target = replay_data.rewards + (1 - replay_data.dones) * self.gamma * next_v
-            critic_loss = sum(F.mse_loss(q, target) for q in self.critic(obs, actions))
-            assert isinstance(critic_loss, th.Tensor)
-            critic_losses.append(critic_loss.item())
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            self.critic.optimizer.step()
-            polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+            advantage, value_loss, critic_loss = self._update_value_and_critic(replay_data)
+            value_losses.append(value_loss)
+            critic_losses.append(critic_loss)
 
             # Eq. (7): advantage-weighted regression
-            advantage = advantage.detach()
             exp_advantage = th.exp(self.beta * advantage).clamp(max=self.exp_adv_max).squeeze(1)
             actor_loss = -(exp_advantage * self.actor.log_prob(obs, actions)).mean()
             actor_losses.append(actor_loss.item())

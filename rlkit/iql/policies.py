@@ -72,9 +72,7 @@ class IQLPolicy(BasePolicy):
             "activation_fn": activation_fn,
             "normalize_images": normalize_images,
         }
-        self.actor = GaussianActor(
-            **self._update_features_extractor({**common, "net_arch": actor_arch}), log_std_init=log_std_init
-        )
+        self.actor = self._build_actor({**common, "net_arch": actor_arch})
         critic_kwargs = {**common, "net_arch": critic_arch, "n_critics": n_critics, "share_features_extractor": False}
         self.critic = ContinuousCritic(**self._update_features_extractor(critic_kwargs))
         self.critic_target = ContinuousCritic(**self._update_features_extractor(critic_kwargs))
@@ -83,6 +81,13 @@ class IQLPolicy(BasePolicy):
         self.value = ValueNetwork(**self._update_features_extractor({**common, "net_arch": critic_arch}))
         for module in (self.actor, self.critic, self.value):
             module.optimizer = self.optimizer_class(module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _build_actor(self, actor_kwargs: dict[str, Any]) -> GaussianActor:
+        """The actor ``pi(a|s)``; subclasses may condition it on more than the observation.
+
+        :param actor_kwargs: the spaces, ``net_arch``, activation and image normalisation of the actor
+        """
+        return GaussianActor(**self._update_features_extractor(actor_kwargs), log_std_init=self.log_std_init)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

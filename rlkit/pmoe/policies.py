@@ -22,6 +22,8 @@ a trained model with ``model.deterministic_expert = "sample"`` (``save`` keeps i
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -428,14 +430,16 @@ class GaussianMixtureDistribution(DiagGaussianDistribution):
     ) -> SelfGaussianMixtureDistribution:
         """Set the parameters from the output of :class:`MixtureHead` and the log-std parameter.
 
+        The parameters are kept as plain tensors (no ``torch.distributions`` object): this
+        runs once per environment step during collection.
+
         :param mean_actions: K * action_dim means followed by K mixing logits, shape ``(B, K * action_dim + K)``
         :param log_std: log-stds, shape ``(K * action_dim,)``
         :return: self
         """
         n_means = self.n_experts * self.action_dim
-        means = mean_actions[:, :n_means].reshape(-1, self.n_experts, self.action_dim)
-        std = th.ones_like(means) * log_std.reshape(self.n_experts, self.action_dim).exp()
-        self.distribution = Normal(means, std, validate_args=False)
+        self.means = mean_actions[:, :n_means].reshape(-1, self.n_experts, self.action_dim)
+        self.log_stds = log_std.reshape(self.n_experts, self.action_dim)
         self.log_weights = th.log_softmax(mean_actions[:, n_means:], dim=-1)
         return self
 
@@ -447,7 +451,8 @@ class GaussianMixtureDistribution(DiagGaussianDistribution):
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         assert self.log_weights is not None, "call proba_distribution() first"
-        component_log_prob = self.distribution.log_prob(actions.unsqueeze(1)).sum(dim=-1)
+        z = (actions.unsqueeze(1) - self.means) * th.exp(-self.log_stds)
+        component_log_prob = (-0.5 * z.pow(2) - self.log_stds).sum(dim=-1) - 0.5 * self.action_dim * math.log(2 * math.pi)
         return th.logsumexp(self.log_weights + component_log_prob, dim=-1)
 
     def entropy(self) -> th.Tensor | None:
@@ -458,11 +463,12 @@ class GaussianMixtureDistribution(DiagGaussianDistribution):
 
         :return: actions, shape ``(B, K, action_dim)``
         """
-        return self.distribution.sample()
+        with th.no_grad():
+            return self.means + self.log_stds.exp() * th.randn_like(self.means)
 
     def _expert(self, mode: str) -> tuple[th.Tensor, th.Tensor]:
         index = select_expert(self.weights, mode)
-        return gather_expert(self.distribution.mean, index), gather_expert(self.distribution.stddev, index)
+        return gather_expert(self.means, index), self.log_stds.exp()[index]
 
     def sample(self) -> th.Tensor:
         mean_actions, std = self._expert("sample")
@@ -499,7 +505,8 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
     :param optimizer_class: The optimizer to use,
         ``th.optim.Adam`` by default
     :param optimizer_kwargs: Additional keyword arguments,
-        excluding the learning rate, to pass to the optimizer
+        excluding the learning rate, to pass to the optimizer (default for Adam: ``eps=1e-5`` as
+        SB3's PPO, and ``foreach=True``)
     :param n_experts: Number K of experts
     :param deterministic_expert: Expert of a deterministic action, ``"argmax"`` or ``"sample"``
     :param q_net_arch: Hidden layers of the Q-network (default [64, 64, 64], ReLU, as in the reference code)
@@ -540,6 +547,9 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         # Initial mode only: the action distribution holds the current one
         self._deterministic_expert = deterministic_expert
         self.q_net_arch = [64, 64, 64] if q_net_arch is None else list(q_net_arch)
+        if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
+            # PPO's eps, and one multi-tensor Adam step over the policy, value, mixing and Q parameters
+            optimizer_kwargs = {"eps": 1e-5, "foreach": True}
         super().__init__(
             observation_space,
             action_space,

@@ -1,0 +1,172 @@
+"""Diffusion policies: the variance-preserving noise schedule, a denoiser with a time embedding, DDPM sampling.
+
+The pieces follow DDPM (Ho et al., 2020, https://arxiv.org/abs/2006.11239) with
+the discrete variance-preserving schedule of Diffusion-QL / IDQL, as FISOR uses
+them (Zheng et al., ICLR 2024, https://arxiv.org/abs/2401.10700): actions live in
+``[-1, 1]``, the denoiser predicts the noise ``eps`` from ``(s, a_t, t)``, and
+the sampler clips every reverse step to the action bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch as th
+from torch import nn
+
+
+def vp_beta_schedule(n_timesteps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> th.Tensor:
+    """Variance-preserving betas: ``beta_t = 1 - exp(-b_min / T - (b_max - b_min) (2t - 1) / (2 T^2))``, t = 1..T.
+
+    :param n_timesteps: number of diffusion steps ``T``
+    :param beta_min: ``b_min`` of the continuous VP SDE
+    :param beta_max: ``b_max`` of the continuous VP SDE
+    :return: ``(T,)`` float32 betas, index ``i`` holding ``beta_{i+1}``
+    """
+    if n_timesteps < 1:
+        raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
+    t = th.arange(1, n_timesteps + 1, dtype=th.float64)
+    alphas = th.exp(-beta_min / n_timesteps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / n_timesteps**2)
+    return (1.0 - alphas).float()
+
+
+class DiffusionSchedule(nn.Module):
+    """The noise schedule of a DDPM: ``beta_t``, ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{k<=t} alpha_k``.
+
+    Timesteps are indices ``0..T-1`` (index ``i`` is the paper's ``t = i + 1``).
+
+    :param n_timesteps: number of diffusion steps ``T``
+    :param beta_min: ``b_min`` of the VP schedule
+    :param beta_max: ``b_max`` of the VP schedule
+    """
+
+    betas: th.Tensor
+    alphas: th.Tensor
+    alpha_bars: th.Tensor
+
+    def __init__(self, n_timesteps: int = 5, beta_min: float = 0.1, beta_max: float = 10.0) -> None:
+        super().__init__()
+        self.n_timesteps = n_timesteps
+        betas = vp_beta_schedule(n_timesteps, beta_min, beta_max)
+        self.register_buffer("betas", betas)
+        self.register_buffer("alphas", 1.0 - betas)
+        self.register_buffer("alpha_bars", th.cumprod(1.0 - betas, dim=0))
+
+    def q_sample(self, x0: th.Tensor, t: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """Forward noising ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``.
+
+        :param x0: clean actions ``(batch, action_dim)``
+        :param t: timestep indices ``(batch,)``
+        :param noise: ``eps ~ N(0, I)``, same shape as ``x0``
+        """
+        alpha_bar = self.alpha_bars[t].unsqueeze(-1)
+        return alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise
+
+
+class FourierTimeEmbedding(nn.Module):
+    """Learnable Fourier features of the timestep followed by an MLP (IDQL / FISOR's ``cond`` network).
+
+    :param embed_dim: number of Fourier features (half cosines, half sines)
+    :param hidden_dim: width of the two-layer Mish MLP after the features
+    """
+
+    def __init__(self, embed_dim: int = 16, hidden_dim: int = 32) -> None:
+        super().__init__()
+        self.frequencies = nn.Parameter(th.randn(embed_dim // 2))
+        self.mlp = nn.Sequential(nn.Linear(2 * (embed_dim // 2), hidden_dim), nn.Mish(), nn.Linear(hidden_dim, hidden_dim))
+        self.out_dim = hidden_dim
+
+    def forward(self, t: th.Tensor) -> th.Tensor:
+        angles = 2 * math.pi * t.float().unsqueeze(-1) * self.frequencies
+        return self.mlp(th.cat([th.cos(angles), th.sin(angles)], dim=-1))
+
+
+class Denoiser(nn.Module):
+    """Noise predictor ``eps_theta(s, a_t, t)``: an MLP on ``concat(a_t, s, emb(t))``.
+
+    Hidden layers are ``Linear -> LayerNorm -> Mish``; the output is linear.
+
+    :param obs_dim: dimension of the (flat) observations
+    :param action_dim: dimension of the actions
+    :param net_arch: hidden layer sizes
+    :param time_embed_dim: Fourier features of the timestep
+    :param time_hidden_dim: width of the time-embedding MLP
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        time_embed_dim: int = 16,
+        time_hidden_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.time_embedding = FourierTimeEmbedding(time_embed_dim, time_hidden_dim)
+        layers: list[nn.Module] = []
+        in_dim = obs_dim + action_dim + self.time_embedding.out_dim
+        for width in net_arch:
+            layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.Mish()]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, action_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: th.Tensor, noisy_actions: th.Tensor, t: th.Tensor) -> th.Tensor:
+        return self.net(th.cat([noisy_actions, obs, self.time_embedding(t)], dim=-1))
+
+
+def denoising_loss(
+    denoiser: Denoiser,
+    schedule: DiffusionSchedule,
+    obs: th.Tensor,
+    actions: th.Tensor,
+    weights: th.Tensor | None = None,
+) -> th.Tensor:
+    """Weighted DDPM loss ``mean_i w_i ||eps_theta(s_i, a_t, t) - eps||^2`` (squared error summed over action dims).
+
+    With weights ``w(s, a)`` the model learns the score of ``mu(a|s) w(s, a)``
+    (FISOR, Sec. 4.3); without them plain behaviour cloning.
+
+    :param denoiser: the noise predictor
+    :param schedule: the noise schedule
+    :param obs: observations ``(batch, obs_dim)``
+    :param actions: clean actions in ``[-1, 1]``, ``(batch, action_dim)``
+    :param weights: per-sample weights ``(batch,)``, or ``None`` for all ones
+    """
+    t = th.randint(schedule.n_timesteps, (len(actions),), device=actions.device)
+    noise = th.randn_like(actions)
+    error = (denoiser(obs, schedule.q_sample(actions, t, noise), t) - noise).pow(2).sum(dim=-1)
+    return error.mean() if weights is None else (weights * error).mean()
+
+
+@th.no_grad()
+def ddpm_sample(
+    denoiser: Denoiser,
+    schedule: DiffusionSchedule,
+    obs: th.Tensor,
+    clip: float = 1.0,
+    generator: th.Generator | None = None,
+) -> th.Tensor:
+    """DDPM ancestral sampling from ``x_T ~ N(0, I)``, clipped to ``[-clip, clip]`` after every step.
+
+    ``x_{t-1} = (x_t - (1 - alpha_t) / sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_t) + 1[t > 1] sqrt(beta_t) z``.
+
+    :param denoiser: the noise predictor
+    :param schedule: the noise schedule
+    :param obs: observations ``(batch, obs_dim)``, one action is drawn for each
+    :param clip: action bound (actions are in ``[-clip, clip]``)
+    :param generator: torch generator of the noise (``None``: the global one)
+    :return: actions ``(batch, action_dim)``
+    """
+    shape = (obs.shape[0], denoiser.action_dim)
+    x = th.randn(shape, generator=generator, device=obs.device)
+    for i in reversed(range(schedule.n_timesteps)):
+        t = th.full((shape[0],), i, device=obs.device, dtype=th.long)
+        eps = denoiser(obs, x, t)
+        alpha, alpha_bar = schedule.alphas[i], schedule.alpha_bars[i]
+        x = (x - (1.0 - alpha) / (1.0 - alpha_bar).sqrt() * eps) / alpha.sqrt()
+        if i > 0:
+            x = x + schedule.betas[i].sqrt() * th.randn(shape, generator=generator, device=obs.device)
+        x = x.clamp(-clip, clip)
+    return x

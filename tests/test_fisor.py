@@ -1,0 +1,159 @@
+"""FISOR and the safe offline baselines: HJ feasibility update, three-case weights, toy safety, SB3 contract."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+from rlkit import FISOR
+from rlkit.common.diffusion import ddpm_sample
+from rlkit.common.evaluation import evaluate
+from rlkit.data.minari import OfflineDataset
+from rlkit.data.scores import dsrl_normalized_cost
+from rlkit.envs import make_env
+from rlkit.fisor.fisor import feasibility_target, fisor_weights, lower_expectile_loss
+from rlkit.safe_baselines import BCAll, BCSafe, TD3BCLag
+
+TOY_COST_LIMIT = 2.0
+
+
+def toy_dataset(n_episodes: int = 60, detour_fraction: float = 1 / 3, noise: float = 0.3, seed: int = 0) -> OfflineDataset:
+    """Scripted behaviour on toy/hazard-v0: two thirds straight through the hazard, one third around it."""
+    env = make_env("toy/hazard-v0")
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "costs")}
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed * 1000 + episode)
+        detour, done = episode < n_episodes * detour_fraction, False
+        while not done:
+            action = np.clip(env.unwrapped.behaviour_action(detour) + noise * rng.standard_normal(2), -1, 1).astype(np.float32)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, info["cost"])):
+                rows[key].append(value)
+            obs, done = next_obs, terminated or truncated
+    return OfflineDataset.from_dict({k: np.asarray(v) for k, v in rows.items()}, env_id="toy/hazard-v0")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> OfflineDataset:
+    return toy_dataset()
+
+
+FISOR_KWARGS = dict(
+    batch_size=256,
+    critic_batch_size=128,
+    learning_rate=1e-3,
+    actor_ema=0.005,
+    policy_kwargs=dict(net_arch=[64, 64], time_embed_dim=16, n_candidates=16),
+)
+
+
+def test_hj_feasibility_update_matches_tabular_value_iteration():
+    """Chain 0-1-2-3-4, cell 4 unsafe; the data leaves cell 3 only to the right, so 3 is infeasible in-sample."""
+    gamma, n = 0.9, 5
+    support = {0: [0, 1], 1: [0, 2], 2: [1, 3], 3: [4], 4: [3]}  # state -> next states of its dataset actions
+    pairs = [(s, s_next) for s, nexts in support.items() for s_next in nexts]
+    states = th.tensor([s for s, _ in pairs])
+    next_states = th.tensor([s_next for _, s_next in pairs])
+    h = th.tensor([25.0 if s == 4 else -1.0 for s, _ in pairs])
+    mask = th.ones(len(pairs))
+    v_h = th.zeros(n, requires_grad=True)
+    optimizer = th.optim.SGD([v_h], lr=2.0)
+    for _ in range(200):
+        q_h = feasibility_target(h, v_h.detach()[next_states], mask, gamma)  # exact Q_h update, eq. (5)
+        for _ in range(50):  # V_h: minimise the lower-expectile loss, eq. (6)
+            loss = lower_expectile_loss(q_h - v_h[states], expectile=0.99) * len(pairs)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    # tabular value iteration of V(s) = min_{a in supp} [(1 - gamma) h + gamma max(h, V(s'))]
+    v = np.zeros(n)
+    for _ in range(500):
+        v = np.array([min((1 - gamma) * (25.0 if s == 4 else -1.0) + gamma * max(25.0 if s == 4 else -1.0, v[x]) for x in support[s]) for s in range(n)])
+    learned = v_h.detach().numpy()
+    np.testing.assert_array_equal(learned <= 0, v <= 0)
+    np.testing.assert_array_equal(v <= 0, [True, True, True, False, False])
+    np.testing.assert_allclose(learned, v, atol=0.6)
+
+
+def test_weight_formula_three_cases():
+    v_h = th.tensor([2.0, 2.0, -1.0, -1.0, -1.0])
+    q_h = th.tensor([1.0, -5.0, -0.5, 3.0, 0.0])
+    advantage = th.tensor([9.0, 9.0, 0.5, 9.0, 10.0])
+    w = fisor_weights(v_h, q_h, advantage, reward_temperature=3.0, cost_temperature=5.0, max_reward_weight=100.0, max_cost_weight=150.0)
+    expected = [np.exp(5.0 * 1.0), 150.0, np.exp(3.0 * 0.5), 0.0, 100.0]
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
+
+
+def test_acting_picks_the_candidate_with_the_least_feasibility_value(dataset):
+    model = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **FISOR_KWARGS)
+    model.learn(20)
+    obs = th.as_tensor(dataset.observations[:3])
+    generator = th.Generator().manual_seed(model.policy.sample_seed)
+    repeated = obs.repeat_interleave(16, dim=0)
+    candidates = ddpm_sample(model.actor_target, model.policy.schedule, repeated, generator=generator)
+    q_h = model.policy.feasibility_q(repeated, candidates).view(3, 16)
+    expected = candidates.view(3, 16, 2)[th.arange(3), q_h.argmin(dim=1)]
+    action, _ = model.predict(dataset.observations[:3], deterministic=True)
+    np.testing.assert_allclose(action, expected.numpy(), atol=1e-6)
+    assert q_h.min(dim=1).values.lt(q_h.max(dim=1).values).all(), "candidates differ in Q_h"
+
+
+def test_fisor_is_safe_on_the_toy_task_where_bc_all_is_not(dataset):
+    th.set_num_threads(1)
+    env = make_env("toy/hazard-v0")
+    fisor = FISOR("MlpPolicy", env, dataset=dataset, seed=0, **FISOR_KWARGS).learn(1500)
+    bc_all = BCAll("MlpPolicy", env, dataset=dataset, seed=0, policy_kwargs=dict(net_arch=[64, 64])).learn(1500)
+    fisor_result = evaluate(fisor, env, 10, seed=100)
+    bc_result = evaluate(bc_all, env, 10, seed=100)
+    assert dsrl_normalized_cost(bc_result.cost_mean, TOY_COST_LIMIT) > 1.0
+    assert dsrl_normalized_cost(fisor_result.cost_mean, TOY_COST_LIMIT) <= 1.0
+    # and it still heads for the goal: far better than a uniformly random policy (about -62)
+    assert fisor_result.return_mean > -50.0
+
+
+def test_bc_safe_clones_only_safe_trajectories(dataset):
+    model = BCSafe("MlpPolicy", "toy/hazard-v0", dataset=dataset, cost_limit=TOY_COST_LIMIT, seed=0)
+    starts = np.concatenate([[0], dataset.episode_ends[:-1]])
+    n_safe = int((np.add.reduceat(dataset.costs, starts) <= TOY_COST_LIMIT).sum())
+    assert len(model.replay_buffer.dataset.episode_ends) == n_safe and model.replay_buffer.costs.sum() <= n_safe * TOY_COST_LIMIT
+
+
+CONTRACT = [
+    (FISOR, FISOR_KWARGS),
+    (BCSafe, dict(cost_limit=TOY_COST_LIMIT, policy_kwargs=dict(net_arch=[16]))),
+    (TD3BCLag, dict(cost_limit=TOY_COST_LIMIT, policy_kwargs=dict(net_arch=[16]))),
+]
+
+
+@pytest.mark.parametrize(("algo", "kwargs"), CONTRACT, ids=[c[0].__name__ for c in CONTRACT])
+def test_contract_learn_predict_save_load_seed(algo, kwargs, dataset, tmp_path):
+    obs = dataset.observations[:5]
+    model = algo("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=3, **kwargs).learn(30)
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (5, 2) and np.all(np.abs(action) <= 1.0)
+    model.save(tmp_path / "model")
+    loaded = algo.load(tmp_path / "model")
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], action, atol=1e-6)
+    again = algo("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=3, **kwargs).learn(30)
+    np.testing.assert_allclose(again.predict(obs, deterministic=True)[0], action, atol=1e-6)
+
+
+class DiscreteHazard(gym.Wrapper):
+    def __init__(self) -> None:
+        super().__init__(make_env("toy/hazard-v0"))
+        self.action_space = gym.spaces.Discrete(4)
+
+
+@pytest.mark.parametrize("algo", [FISOR, BCSafe, TD3BCLag])
+def test_non_box_action_space_is_rejected(algo, dataset):
+    with pytest.raises(ValueError, match="Box"):
+        algo("MlpPolicy", DiscreteHazard(), dataset=dataset)
+
+
+def test_fisor_needs_costs(dataset):
+    no_costs = OfflineDataset(dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals, dataset.timeouts)
+    with pytest.raises(ValueError, match="costs"):
+        FISOR("MlpPolicy", "toy/hazard-v0", dataset=no_costs)

@@ -1,0 +1,231 @@
+"""Tests of PEBBLE and PARL (issue 12): hypergradient, phases of the loop, learning, SB3 contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from rlkit import PARL, PEBBLE
+from rlkit.common.evaluation import evaluate
+from rlkit.envs.toy import PointReachEnv
+from rlkit.parl import conjugate_gradient, hypergradient
+
+th.set_num_threads(1)
+
+ALGOS = (PEBBLE, PARL)
+# Phases compressed so that every part of the loop runs within a few hundred steps
+TINY = dict(
+    learning_starts=50,
+    unsup_steps=50,
+    num_interact=100,
+    max_feedback=40,
+    reward_batch=10,
+    segment_length=10,
+    reward_update=5,
+    reward_net_arch=[16],
+    reset_update=5,
+    batch_size=32,
+    policy_kwargs=dict(net_arch=[16, 16]),
+)
+
+
+# --------------------------------------------------------------------------- hypergradient on a tabular MDP
+
+
+class TabularProblem:
+    """A random MDP, a linear reward r_nu = phi . nu, an entropy-regularised softmax policy (last logit fixed at 0).
+
+    The upper objective is the expected Bradley-Terry log-likelihood of a noisy (beta = 1)
+    teacher's labels on pairs of state-actions drawn from the policy's discounted occupancy.
+    """
+
+    def __init__(self, n_states: int = 4, n_actions: int = 3, n_features: int = 3, gamma: float = 0.8, alpha: float = 0.5):
+        gen = th.Generator().manual_seed(0)
+        rand = lambda *shape: th.rand(*shape, generator=gen, dtype=th.float64)  # noqa: E731
+        self.transitions = rand(n_states, n_actions, n_states)
+        self.transitions /= self.transitions.sum(-1, keepdim=True)
+        self.features = 2 * rand(n_states, n_actions, n_features) - 1
+        self.true_reward = 2 * rand(n_states, n_actions) - 1
+        self.initial = th.full((n_states,), 1.0 / n_states, dtype=th.float64)
+        self.gamma, self.alpha = gamma, alpha
+
+    def policy(self, theta: th.Tensor) -> th.Tensor:
+        return th.softmax(th.cat([theta, th.zeros(len(theta), 1, dtype=theta.dtype)], dim=1), dim=1)
+
+    def _discounted_visits(self, pi: th.Tensor) -> th.Tensor:
+        p_pi = th.einsum("sa,sat->st", pi, self.transitions)
+        eye = th.eye(len(pi), dtype=pi.dtype)
+        return th.linalg.solve((eye - self.gamma * p_pi).T, self.initial)
+
+    def lower(self, nu: th.Tensor, theta: th.Tensor) -> th.Tensor:
+        """V(nu, theta) = E_{s0}[sum_t gamma^t (r_nu - alpha log pi)]."""
+        pi = self.policy(theta)
+        reward = self.features @ nu
+        return self._discounted_visits(pi) @ (pi * (reward - self.alpha * th.log(pi))).sum(1)
+
+    def upper(self, nu: th.Tensor, theta: th.Tensor) -> th.Tensor:
+        pi = self.policy(theta)
+        occupancy = ((1 - self.gamma) * self._discounted_visits(pi)[:, None] * pi).flatten()
+        reward = (self.features @ nu).flatten()
+        true = self.true_reward.flatten()
+        p_true = th.sigmoid(true[None, :] - true[:, None])  # P(y preferred to x)
+        delta = reward[None, :] - reward[:, None]
+        loglik = p_true * th.nn.functional.logsigmoid(delta) + (1 - p_true) * th.nn.functional.logsigmoid(-delta)
+        return occupancy @ loglik @ occupancy
+
+    def best_theta(self, nu: th.Tensor) -> th.Tensor:
+        """theta*(nu) by soft value iteration."""
+        reward = self.features @ nu
+        value = th.zeros(len(reward), dtype=th.float64)
+        for _ in range(400):
+            q = reward + self.gamma * self.transitions @ value
+            value = self.alpha * th.logsumexp(q / self.alpha, dim=1)
+        return (q[:, :-1] - q[:, -1:]) / self.alpha
+
+    def objective(self, nu: th.Tensor) -> float:
+        return float(self.upper(nu, self.best_theta(nu)))
+
+
+def test_hypergradient_matches_finite_differences_on_a_tabular_mdp():
+    problem = TabularProblem()
+    nu = th.tensor([0.3, -0.5, 0.8], dtype=th.float64, requires_grad=True)
+    theta = problem.best_theta(nu.detach()).requires_grad_(True)
+    lower_grad = th.autograd.grad(problem.lower(nu, theta), theta)[0]
+    assert lower_grad.abs().max() < 1e-9  # theta is the lower maximiser
+    result = hypergradient(problem.upper(nu, theta), problem.lower(nu, theta), [theta], [nu], damping=0.0, cg_iters=50)
+    total = result.direct[0] + result.correction[0]
+    eps = 1e-5
+    finite = th.stack(
+        [
+            th.tensor((problem.objective(nu.detach() + eps * e) - problem.objective(nu.detach() - eps * e)) / (2 * eps))
+            for e in th.eye(3, dtype=th.float64)
+        ]
+    )
+    assert float((total - finite).norm() / finite.norm()) < 1e-3
+    # the correction matters: the first-order (PEBBLE) term alone is far off
+    assert float((result.direct[0] - finite).norm() / finite.norm()) > 0.05
+    assert result.residual < 1e-6
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    gen = th.Generator().manual_seed(0)
+    m = th.randn(6, 6, generator=gen, dtype=th.float64)
+    a = m @ m.T + 0.5 * th.eye(6, dtype=th.float64)
+    b = th.randn(6, generator=gen, dtype=th.float64)
+    (x,) = conjugate_gradient(lambda v: [a @ v[0]], [b], n_iters=20)
+    th.testing.assert_close(x, th.linalg.solve(a, b))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _make(algo: type, seed: int = 0, env: gym.Env | None = None, **kwargs: Any) -> PEBBLE:
+    settings = {**TINY, **kwargs}
+    return algo("MlpPolicy", env or PointReachEnv(), seed=seed, device="cpu", **settings)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_phases_feedback_budget_and_relabelling(algo):
+    model = _make(algo, num_interact=60)
+    model.learn(99)  # seed and unsupervised steps only: no query, intrinsic reward, zeros stored
+    assert model.total_feedback == 0 and not model.reward_learned
+    assert np.all(model.replay_buffer.rewards[:99] == 0)
+    samples = model.replay_buffer.sample(8)
+    assert th.all(samples.rewards == 0)
+    critic_before = [p.clone() for p in model.critic.parameters()]
+    model.learn(400, reset_num_timesteps=False)
+    assert model.reward_learned
+    assert model.total_feedback == model.max_feedback == 40  # the budget is used and never exceeded
+    assert model.progress_info() == {"queries": 40.0, "labelled": 40.0}
+    assert len(model.preference_data) == 40
+    size = model.replay_buffer.pos
+    expected = model.learned_reward(model.replay_buffer.observations[:size, 0], model.replay_buffer.actions[:size, 0])
+    np.testing.assert_allclose(model.replay_buffer.rewards[:size, 0], expected, rtol=1e-5, atol=1e-6)
+    assert all(not th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
+
+
+def test_intrinsic_reward_is_the_knn_distance_over_its_std():
+    model = _make(PEBBLE, topk=2)
+    model.learn(60)
+    samples = model.replay_buffer.sample(16)
+    reward = model._intrinsic_reward(samples).squeeze(1)
+    states = th.as_tensor(model.replay_buffer.observations[: model.replay_buffer.pos, 0])
+    distances = th.cdist(samples.observations, states)
+    third = distances.sort(dim=1).values[:, 2]  # itself, then its 2 nearest neighbours
+    std = float(np.sqrt(model.state_entropy_stats.var))
+    th.testing.assert_close(reward, third / std)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_learns_toy_reach_from_oracle_preferences(algo):
+    # Untrained or random agents score about -55 on PointReachEnv; the scripted expert -5; SAC on the
+    # true reward about -10 after 3000 steps with these settings.
+    model = algo(
+        "MlpPolicy",
+        PointReachEnv(),
+        learning_starts=200,
+        unsup_steps=300,
+        num_interact=500,
+        max_feedback=300,
+        reward_batch=50,
+        segment_length=20,
+        reward_update=30,
+        reward_net_arch=[64, 64],
+        batch_size=64,
+        learning_rate=1e-3,
+        policy_kwargs=dict(net_arch=[64, 64]),
+        seed=0,
+        device="cpu",
+    )
+    untrained = evaluate(model, PointReachEnv(), 10, deterministic=True, seed=100).return_mean
+    model.learn(3000)
+    trained = evaluate(model, PointReachEnv(), 10, deterministic=True, seed=100).return_mean
+    assert untrained < -40
+    assert trained > -30
+    assert model.total_feedback == 300
+
+
+# --------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_predict_save_load_identical(algo, tmp_path):
+    model = _make(algo)
+    model.learn(200)
+    obs = np.stack([PointReachEnv().reset(seed=s)[0] for s in range(8)])
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (8, 2) and np.all(np.abs(actions) <= 1)
+    model.save(tmp_path / "model")
+    loaded = algo.load(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    assert loaded.total_feedback == model.total_feedback
+    probe = (np.zeros((3, 4), np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_array_equal(loaded.learned_reward(*probe), model.learned_reward(*probe))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_same_seed_same_result(algo):
+    results = []
+    for _ in range(2):
+        model = _make(algo, seed=3)
+        model.learn(160)
+        results.append(np.concatenate([p.detach().numpy().ravel() for p in model.policy.parameters()]))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+class DiscreteActionEnv(gym.Env):
+    observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    action_space = spaces.Discrete(3)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_rejects_non_box_action_space(algo):
+    with pytest.raises(ValueError, match=f"{algo.__name__} only supports continuous"):
+        algo("MlpPolicy", DiscreteActionEnv())
+    with pytest.raises(ValueError, match="query_scheme"):
+        algo("MlpPolicy", PointReachEnv(), query_scheme="k-center")
