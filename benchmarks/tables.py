@@ -143,7 +143,7 @@ def write_tables(out_dir: Path, records: list[dict[str, Any]], header: dict[str,
     for kind in dict.fromkeys(r.get("kind", "online") for r in records):
         if kind in BUILTIN_KINDS or not hasattr(kind_module(kind), "table"):
             continue
-        md += [f"## {kind}", "", *kind_module(kind).table([r for r in records if r.get("kind") == kind]), ""]
+        md += [f"## {kind}", "", *kind_module(kind).table(records), ""]
     write_atomic(out_dir / "table.md", "\n".join(md))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)

@@ -15,5 +15,6 @@ module ``benchmarks.kinds.<name>``, which defines:
   which it may call;
 - optionally ``table(records: list[dict]) -> list[str]``: markdown lines added to
   ``table.md`` under a heading of the kind's name, for what the common table
-  does not show.
+  does not show. It gets every record of the sweep (so that it can show
+  baselines of other kinds beside its own) and picks those it tabulates.
 """

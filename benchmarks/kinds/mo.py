@@ -159,7 +159,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     """HV, EU and SP (mean ± std over seeds) and front sizes per task and algorithm."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        if record.get("status") == "ok":
+        if record.get("kind") == "mo" and record.get("status") == "ok":
             groups[(record["task"], record["algo"])].append(record["final"])
     lines = [
         "Final front of each run: its archive re-evaluated on fresh episodes (returns discounted by the task's "

@@ -80,10 +80,10 @@ def _score(point: dict[str, Any]) -> float:
 def table(records: list[dict[str, Any]]) -> list[str]:
     """Markdown: normalised score (return where the task has no reference scores) after offline and after online.
 
-    :param records: the records of this kind
+    :param records: the records of the sweep (those of this kind are tabulated)
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
+    for record in (r for r in records if r.get("kind") == "o2o"):
         groups[(record["task"], record["algo"])].append(record)
     lines = [
         "Normalised score (return where the task has no reference scores) after the offline phase and after the "

@@ -57,7 +57,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        if record.get("status") == "ok" and "normalized_cost" in record.get("final", {}):
+        if record.get("kind") == "safe" and record.get("status") == "ok" and "normalized_cost" in record.get("final", {}):
             groups[(record["task"], record["algo"])].append(record)
     if not groups:
         return []
