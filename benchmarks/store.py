@@ -60,10 +60,14 @@ def is_done(out_dir: Path, spec: RunSpec) -> bool:
 def load_results(out_dir: Path, specs: list[RunSpec] | None = None) -> list[dict[str, Any]]:
     """The records of ``specs`` (default: every record in ``out_dir/runs``)."""
     if specs is None:
-        paths = sorted((out_dir / "runs").glob("*.json"))
-    else:
-        paths = [run_path(out_dir, spec) for spec in specs]
-    return [r for r in (read_result(p) for p in paths) if r is not None]
+        return [r for r in map(read_result, sorted((out_dir / "runs").glob("*.json"))) if r is not None]
+    records = []
+    for spec in specs:
+        record = read_result(run_path(out_dir, spec))
+        if record is not None:
+            record["options"] = spec.options  # the suite's current view, display-only keys included
+            records.append(record)
+    return records
 
 
 def git_commit() -> str:

@@ -55,6 +55,12 @@ TASK_KEYS = {"budget": int, "eval_freq": int, "eval_episodes": int, "env": str, 
 ALGO_RESERVED = {"default": dict, "tasks": list}
 
 
+def display_task_keys() -> set[str]:
+    """Task keys that only change how tables show a run (a kind's ``DISPLAY_KEYS``), not its outcome."""
+    kinds = {entry.kind for entry in algorithms.ALGORITHMS.values()} - set(algorithms.BUILTIN_KINDS)
+    return {key for kind in kinds for key in getattr(algorithms.kind_module(kind), "DISPLAY_KEYS", ())}
+
+
 def kind_task_keys() -> dict[str, Any]:
     """Task keys read by the registered kinds of :mod:`benchmarks.kinds` (passed on as ``RunSpec.options``)."""
     keys: dict[str, Any] = {}
@@ -107,8 +113,9 @@ class RunSpec:
             payload["env"] = self.env
         if self.generate is not None:
             payload["generate"] = self.generate
-        if self.options:
-            payload["options"] = self.options
+        options = {key: value for key, value in self.options.items() if key not in display_task_keys()}
+        if options:
+            payload["options"] = options
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

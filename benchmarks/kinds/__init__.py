@@ -9,6 +9,8 @@ module ``benchmarks.kinds.<name>``, which defines:
 - optionally ``REQUIRED_TASK_KEYS: tuple[str, ...]``: its algorithms run only on tasks
   that carry all of these keys, and ``EXCLUSIVE: bool``: tasks that carry them run
   only algorithms of this kind (a multi-objective or a safe task is no task for SAC);
+- optionally ``DISPLAY_KEYS: tuple[str, ...]``: those of its task keys that only
+  change its table (not a run's outcome), so that editing them reruns nothing;
 - ``train(spec: RunSpec) -> dict``: the outcome of one run. It holds at least
   ``curve`` (evaluation points with ``step`` and ``return_mean``), ``final`` and
   ``best`` (points of the curve), like :func:`benchmarks.worker.train_model`,
