@@ -63,11 +63,14 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "IQL": OFFLINE,
     # the paper's networks: 256x3 actor, 256x4 critics and V, 750-750 VAE
     "A2PR": {"batch_size": 256},
+    # FISOR's own defaults (a T=5 diffusion actor; acting samples 16 candidates: see the predict column)
+    "FISOR": {},
 }
 
 
 def random_dataset(env: gym.Env, size: int, seed: int = 0) -> OfflineDataset:
-    """``size`` transitions with the env's shapes, float32, 1000-step episodes (throughput only: the values are noise)."""
+    """``size`` transitions with the env's shapes, float32, 1000-step episodes, costs for the safe algorithms
+    (throughput only: the values are noise)."""
     rng = np.random.default_rng(seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
@@ -78,6 +81,7 @@ def random_dataset(env: gym.Env, size: int, seed: int = 0) -> OfflineDataset:
         next_observations=rng.standard_normal((size, obs_dim), dtype=np.float32),
         terminals=np.zeros(size, dtype=np.float32),
         timeouts=(np.arange(1, size + 1) % 1000 == 0).astype(np.float32),
+        costs=(rng.random(size) < 0.1).astype(np.float32),
         observation_space=env.observation_space,
         action_space=env.action_space,
     )
@@ -102,6 +106,18 @@ def _td3_train_step_rate(env: gym.Env, dataset: OfflineDataset, steps: int, devi
     return model, steps / (time.perf_counter() - start)
 
 
+PREDICT_CALLS = 200
+
+
+def _predict_rate(model: BaseAlgorithm, observations: np.ndarray) -> float:
+    """Deterministic actions/s of ``predict`` on one observation at a time (acting in an env)."""
+    model.predict(observations[0], deterministic=True)
+    start = time.perf_counter()
+    for obs in observations:
+        model.predict(obs, deterministic=True)
+    return len(observations) / (time.perf_counter() - start)
+
+
 def measure(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int = 0) -> dict[str, Any]:
     """Throughput and peak memory of one algorithm (run this in a fresh process).
 
@@ -113,7 +129,8 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
     entry = algorithms.get(name)
     kwargs = resolve_hyperparams(SPEED_CASES[name])
     env = make_env(env_id)
-    if dataset_size > 0 and entry.kind == "online":
+    predict_rate = None
+    if dataset_size > 0 and not entry.needs_data:
         model, rate = _td3_train_step_rate(env, random_dataset(env, dataset_size), steps, device)
     else:
         if dataset_size > 0:
@@ -124,11 +141,14 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
         start = time.perf_counter()
         model.learn(steps, reset_num_timesteps=False)
         rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
+        if dataset_size > 0:
+            predict_rate = _predict_rate(model, kwargs["dataset"].observations[:PREDICT_CALLS])
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_cuda_mib = th.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
     return {
-        "algo": name + (" (train step)" if dataset_size > 0 and entry.kind == "online" else ""),
+        "algo": name + (" (train step)" if dataset_size > 0 and not entry.needs_data else ""),
         "rate": rate,
+        "predict_rate": predict_rate,
         "unit": "grad_steps_per_s" if dataset_size > 0 else "env_steps_per_s",
         "peak_rss_mib": peak_rss_mib,
         "peak_cuda_mib": peak_cuda_mib,
@@ -146,15 +166,17 @@ def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += [
         "",
-        "| algorithm | peer | throughput | peer throughput | ratio | peak RSS (MiB) | peer peak RSS (MiB) | peak CUDA (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| algorithm | peer | throughput | peer throughput | ratio | predict (actions/s) | peak RSS (MiB) "
+        "| peer peak RSS (MiB) | peak CUDA (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         unit = r["unit"].replace("_per_s", "/s").replace("_", " ")
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "—"
+        predict = f"{r['predict_rate']:.0f}" if r.get("predict_rate") is not None else "—"
         lines.append(
             f"| {r['algo']} | {r['peer']} | {r['rate']:.1f} {unit} | {r['peer_rate']:.1f} {unit} | {r['ratio']:.2f}x | "
-            f"{r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | {cuda} |"
+            f"{predict} | {r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | {cuda} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -178,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def offline(name: str) -> bool:
-        return algorithms.get(name).kind == "offline"
+        return algorithms.get(name).needs_data
 
     # (algorithm, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
     needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (algorithms.get(a).peer, offline(a)))))
