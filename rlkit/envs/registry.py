@@ -6,7 +6,7 @@ Ids by family:
 - ``dmc/<domain>-<task>``: DeepMind Control through shimmy, observations flattened to one float32 vector;
 - ``metaworld/<task>-v3``: a Meta-World MT1 task (seeded), ``info["success"]``, float32 observations;
 - ``mo/<mo-gymnasium id>``: multi-objective tasks, the vector reward kept;
-- ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`, :mod:`rlkit.envs.toy_safe`);
+- ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`, :mod:`rlkit.envs.toy_safe`, :mod:`rlkit.envs.toy_mo`);
 - ``safe/<Robot>Velocity-v5``: DSRL's velocity-constrained MuJoCo tasks, cost in ``info["cost"]`` (:mod:`rlkit.envs.safety`).
 """
 
@@ -26,8 +26,8 @@ from rlkit.envs.toy import TOY_ENVS
 from rlkit.envs.toy_mo import TOY_MO_ENVS
 from rlkit.envs.toy_safe import TOY_SAFE_ENVS
 
-TOY_ENVS.update(TOY_SAFE_ENVS)  # the safe toy tasks share the toy/ family
-TOY_ENVS.update(TOY_MO_ENVS)  # so do the vector-reward toy tasks
+#: every ``toy/`` task: the point mass, its safe variant and the vector-reward tasks
+TOY_TASKS = {**TOY_ENVS, **TOY_SAFE_ENVS, **TOY_MO_ENVS}
 
 FAMILIES = {
     "gymnasium": "any registered gymnasium id, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1",
@@ -90,7 +90,7 @@ def _make_mo(name: str, **kwargs: Any) -> gym.Env:
 
 
 def _make_toy(name: str, **kwargs: Any) -> gym.Env:
-    env_cls, defaults = TOY_ENVS[name]
+    env_cls, defaults = TOY_TASKS[name]
     env = env_cls(**{**defaults, **kwargs})
     # Give toy tasks an EnvSpec so that wrappers and SB3 see an id.
     env.spec = gym.envs.registration.EnvSpec(id=f"toy/{name}", entry_point=f"{env_cls.__module__}:{env_cls.__name__}")
@@ -120,7 +120,7 @@ _PREFIXED: dict[str, tuple[Callable[..., gym.Env], Callable[[], list[str]]]] = {
     "dmc/": (_make_dmc, _dmc_ids),
     "metaworld/": (_make_metaworld, _metaworld_ids),
     "mo/": (_make_mo, _mo_ids),
-    "toy/": (_make_toy, lambda: sorted(TOY_ENVS)),
+    "toy/": (_make_toy, lambda: sorted(TOY_TASKS)),
     "safe/": (make_velocity_env, lambda: sorted(VELOCITY_TASKS)),
 }
 
