@@ -273,6 +273,29 @@ def test_works_in_a_vec_env_under_sac_and_ppo() -> None:
     assert [e.num_steps for e in vec.envs] == [128, 128]
 
 
+ONLINE_LEARNERS = {
+    "TD3": dict(learning_starts=50, batch_size=32, policy_kwargs=dict(net_arch=[16])),
+    "MDPO": dict(n_steps=64, batch_size=64, n_epochs=1, policy_kwargs=dict(net_arch=[16])),
+    "MDPOOff": dict(learning_starts=50, batch_size=32, sgd_steps=2, policy_kwargs=dict(net_arch=[16])),
+    "PMOESAC": dict(learning_starts=50, batch_size=32, policy_kwargs=dict(net_arch=[16])),
+    "PMOEPPO": dict(n_steps=64, batch_size=64, n_epochs=1, policy_kwargs=dict(net_arch=[16])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONLINE_LEARNERS))
+def test_works_unchanged_under_the_other_online_learners(name: str) -> None:
+    snapshots = collect_snapshots(reach_expert, PointReachEnv(), n_episodes=2, every=5)
+
+    def make() -> gym.Env:
+        return SnapshotReset(PointReachEnv(), snapshots, snapshot_steps=100, truncate_step=20, n_clusters=6)
+
+    vec = DummyVecEnv([make, make])
+    model = algorithms.get(name).load()("MlpPolicy", vec, seed=0, device="cpu", **ONLINE_LEARNERS[name])
+    model.learn(256)
+    # 128 steps per env: the snapshot phase (100 steps) ended in both, and resets are the env's own again
+    assert [e.num_steps for e in vec.envs] == [128, 128] and not any(e.in_snapshot_phase for e in vec.envs)
+
+
 def first_solved_step(use_snapshots: bool, seed: int, budget: int = 1000, eval_every: int = 125) -> int:
     """Env steps SAC needs until its deterministic policy reaches the goal of SparseLineEnv from the start.
 
