@@ -8,12 +8,15 @@ that they do not compete for cores). Online algorithms report env steps/s of
 ``learning_starts``); offline ones gradient steps/s of ``learn`` on a dataset of
 ``--dataset-size`` transitions, next to SB3 TD3's ``train`` step on a replay
 buffer holding the same transitions, with the same batch and network sizes.
-The table gives the ratio to the peer: > 1 is faster.
+The table gives the ratio to the peer: > 1 is faster. With ``--repeats N`` every
+measurement is taken N times in interleaved rounds and the median counts, so
+that a change of machine load between rounds does not bias the ratio.
 
 Examples::
 
     python -m benchmarks.speed                       # every case -> results/speed/
     python -m benchmarks.speed --algos SAC PPO --steps 1000 --device cuda --out results/gpu/speed
+    python -m benchmarks.speed --algos PMOEPPO --steps 4096 --repeats 3 --out results/speed-pmoe
 """
 
 from __future__ import annotations
@@ -161,6 +164,12 @@ def _measure_isolated(name: str, env_id: str, steps: int, device: str, threads: 
         return pool.submit(measure, name, env_id, steps, device, threads, dataset_size).result()
 
 
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput (the upper median of an even count), with every measured rate."""
+    ordered = sorted(results, key=lambda result: result["rate"])
+    return {**ordered[len(ordered) // 2], "rates": [result["rate"] for result in results]}
+
+
 def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines = ["# speed", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
@@ -189,13 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure every algorithm this many times, in interleaved rounds, and report the median (default: 1)",
+    )
+    parser.add_argument(
         "--dataset-size", type=int, default=1_000_000, help="transitions of the offline algorithms' dataset (default: 1M)"
     )
     parser.add_argument("--out", type=Path, default=Path("results/speed"), help="output folder (default: results/speed)")
     args = parser.parse_args(argv)
     unknown = [a for a in args.algos if a not in SPEED_CASES]
-    if unknown or args.steps <= 0:
-        problem = f"no speed case for {', '.join(unknown)} (known: {', '.join(SPEED_CASES)})" if unknown else "--steps must be > 0"
+    if unknown or args.steps <= 0 or args.repeats <= 0:
+        if unknown:
+            problem = f"no speed case for {', '.join(unknown)} (known: {', '.join(SPEED_CASES)})"
+        else:
+            problem = "--steps and --repeats must be > 0"
         print(f"error: {problem}", file=sys.stderr)
         return 2
 
@@ -205,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     # (algorithm, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
     needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (algorithms.get(a).peer, offline(a)))))
     start = time.perf_counter()
-    measured = {}
-    for name, on_dataset in needed:
-        print(f"measuring {name} on {args.env}{' (offline)' if on_dataset else ''} ...", file=sys.stderr)
-        size = args.dataset_size if on_dataset else 0
-        measured[name, on_dataset] = _measure_isolated(name, args.env, args.steps, args.device, args.threads, size)
+    runs: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    # Interleaved rounds: a change of machine load between rounds affects an algorithm and its peer alike
+    for round_index in range(args.repeats):
+        for name, on_dataset in needed:
+            where = f"{args.env}{' (offline)' if on_dataset else ''}"
+            print(f"measuring {name} on {where}, round {round_index + 1}/{args.repeats} ...", file=sys.stderr)
+            size = args.dataset_size if on_dataset else 0
+            runs.setdefault((name, on_dataset), []).append(
+                _measure_isolated(name, args.env, args.steps, args.device, args.threads, size)
+            )
+    measured = {key: _median_run(results) for key, results in runs.items()}
     rows = []
     for name in args.algos:
         mine, peer = measured[name, offline(name)], measured[algorithms.get(name).peer, offline(name)]
@@ -218,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 **mine,
                 "peer": peer["algo"],
                 "peer_rate": peer["rate"],
+                "peer_rates": peer["rates"],
                 "ratio": mine["rate"] / peer["rate"],
                 "peer_peak_rss_mib": peer["peak_rss_mib"],
             }
@@ -228,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "task": args.env,
         "measured steps": args.steps,
+        "repeats": f"{args.repeats} (interleaved; median throughput)",
         "offline dataset": f"{args.dataset_size} transitions (float32, random values), batch 256",
         "device": ", ".join(sorted({r["device"] for r in rows})),
         "torch threads": args.threads,

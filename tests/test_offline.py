@@ -185,6 +185,13 @@ def _reshaped_env(action_dim: int, high: float = 1.0) -> gym.Env:
     return env
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_optimizers_default_to_fused_adam(algo, dataset):
+    model = algo("MlpPolicy", make_env("toy/reach-v0"), dataset=dataset, **SMALL)
+    optimizers = [module.optimizer for module in model.policy.modules() if hasattr(module, "optimizer")]
+    assert optimizers and all(optimizer.defaults["fused"] for optimizer in optimizers)
+
+
 LEARNING = dict(policy_kwargs=dict(net_arch=[64, 64]), batch_size=256, seed=0, device="cpu")
 
 

@@ -96,7 +96,10 @@ def _set_constant_experts(
 def test_one_expert_gives_exactly_sac_losses_and_updates():
     kwargs = dict(learning_starts=10_000, batch_size=32, policy_kwargs=dict(net_arch=[32, 32]), seed=0, device="cpu")
     sac = SAC("MlpPolicy", PointReachEnv(), **kwargs)
-    model = PMOESAC("MlpPolicy", PointReachEnv(), n_experts=1, **kwargs)
+    # SAC's (unfused) Adam, so that the updates can be compared bit for bit
+    model = PMOESAC(
+        "MlpPolicy", PointReachEnv(), n_experts=1, **{**kwargs, "policy_kwargs": dict(net_arch=[32, 32], optimizer_kwargs={})}
+    )
     sac.learn(200)  # random warm-up transitions only, no gradient step
     missing, unexpected = model.policy.load_state_dict(sac.policy.state_dict(), strict=False)
     assert set(missing) == {"actor.mixing.weight", "actor.mixing.bias"} and not unexpected

@@ -13,6 +13,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 from rlkit.common.networks import ValueNetwork
+from rlkit.common.utils import fused_adam_kwargs
 
 
 class ConditionalVAE(nn.Module):
@@ -79,6 +80,7 @@ class A2PRPolicy(TD3Policy):
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+        (default for Adam: ``fused=True``, see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_critics: number of critics
     """
 
@@ -115,7 +117,7 @@ class A2PRPolicy(TD3Policy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             n_critics=n_critics,
             share_features_extractor=False,
         )

@@ -12,6 +12,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.td3.policies import Actor
 from torch import nn
 
+from rlkit.common.utils import fused_adam_kwargs
+
 
 class BCPolicy(BasePolicy):
     """Deterministic policy ``a = tanh(mu(s))`` (TD3's actor) for behaviour cloning.
@@ -26,6 +28,7 @@ class BCPolicy(BasePolicy):
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+        (default for Adam: ``fused=True``, see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     """
 
     actor: Actor
@@ -49,7 +52,7 @@ class BCPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             squash_output=True,
             normalize_images=normalize_images,
         )

@@ -14,6 +14,7 @@ from torch import nn
 
 from rlkit.common.diffusion import Denoiser, DiffusionSchedule, ddpm_sample
 from rlkit.common.networks import ValueNetwork
+from rlkit.common.utils import fused_adam_kwargs
 
 
 class FISORPolicy(BasePolicy):
@@ -47,6 +48,7 @@ class FISORPolicy(BasePolicy):
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer (FISOR: Adam; its AdamW has no weight decay)
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+        (default for Adam: ``fused=True``, see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_critics: number of Q networks of each critic
     """
 
@@ -85,7 +87,7 @@ class FISORPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             squash_output=True,
             normalize_images=normalize_images,
         )

@@ -12,6 +12,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from rlkit.common.networks import GaussianActor, ValueNetwork
+from rlkit.common.utils import fused_adam_kwargs
 
 
 class IQLPolicy(BasePolicy):
@@ -28,6 +29,7 @@ class IQLPolicy(BasePolicy):
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+        (default for Adam: ``fused=True``, see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_critics: number of Q networks
     """
 
@@ -57,7 +59,7 @@ class IQLPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             squash_output=True,
             normalize_images=normalize_images,
         )

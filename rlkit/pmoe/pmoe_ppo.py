@@ -244,7 +244,7 @@ class PMOEPPO(PPO):
                 history.setdefault("loss", []).append(loss.detach())
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, foreach=True)
                 self.policy.optimizer.step()
 
             self._n_updates += 1

@@ -23,7 +23,6 @@ a trained model with ``model.deterministic_expert = "sample"`` (``save`` keeps i
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -38,6 +37,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch import nn
 from torch.distributions import Normal
+
+from rlkit.common.utils import fused_adam_kwargs
 
 #: the choices of ``deterministic_expert``
 DETERMINISTIC_EXPERTS = ("argmax", "sample")
@@ -298,7 +299,8 @@ class PMOESACPolicy(SACPolicy):
     :param optimizer_class: The optimizer to use,
         ``th.optim.Adam`` by default
     :param optimizer_kwargs: Additional keyword arguments,
-        excluding the learning rate, to pass to the optimizer
+        excluding the learning rate, to pass to the optimizer (default for Adam: ``fused=True``,
+        see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_critics: Number of critic networks to create.
     :param share_features_extractor: Whether to share or not the features extractor
         between the actor and the critic (this saves computation time)
@@ -336,6 +338,7 @@ class PMOESACPolicy(SACPolicy):
         self.n_experts = n_experts
         # Initial mode only: the actor holds the current one
         self._deterministic_expert = deterministic_expert
+        optimizer_kwargs = fused_adam_kwargs(optimizer_class, optimizer_kwargs)
         super().__init__(
             observation_space,
             action_space,
@@ -506,7 +509,7 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         ``th.optim.Adam`` by default
     :param optimizer_kwargs: Additional keyword arguments,
         excluding the learning rate, to pass to the optimizer (default for Adam: ``eps=1e-5`` as
-        SB3's PPO, and ``foreach=True``)
+        SB3's PPO, and ``fused=True``: see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_experts: Number K of experts
     :param deterministic_expert: Expert of a deterministic action, ``"argmax"`` or ``"sample"``
     :param q_net_arch: Hidden layers of the Q-network (default [64, 64, 64], ReLU, as in the reference code)
@@ -547,9 +550,8 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         # Initial mode only: the action distribution holds the current one
         self._deterministic_expert = deterministic_expert
         self.q_net_arch = [64, 64, 64] if q_net_arch is None else list(q_net_arch)
-        if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
-            # PPO's eps, and one multi-tensor Adam step over the policy, value, mixing and Q parameters
-            optimizer_kwargs = {"eps": 1e-5, "foreach": True}
+        # PPO's eps, and one fused Adam step over the policy, value, mixing and Q parameters
+        optimizer_kwargs = fused_adam_kwargs(optimizer_class, optimizer_kwargs, eps=1e-5)
         super().__init__(
             observation_space,
             action_space,

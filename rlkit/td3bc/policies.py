@@ -11,6 +11,8 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
+from rlkit.common.utils import fused_adam_kwargs
+
 
 class TD3BCPolicy(TD3Policy):
     """TD3's policy with 256-256 actor and critics by default (TD3+BC, Fujimoto & Gu, 2021).
@@ -25,6 +27,7 @@ class TD3BCPolicy(TD3Policy):
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+        (default for Adam: ``fused=True``, see :func:`~rlkit.common.utils.fused_adam_kwargs`)
     :param n_critics: number of critics
     :param share_features_extractor: share the features extractor of actor and critic
     """
@@ -54,7 +57,7 @@ class TD3BCPolicy(TD3Policy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             n_critics=n_critics,
             share_features_extractor=share_features_extractor,
         )
