@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from benchmarks import run as run_module
+from benchmarks.plots import write_curves
 from benchmarks.run import main
 from benchmarks.suite import build_specs
 
@@ -85,7 +86,9 @@ def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
 
     resumed = []
-    monkeypatch.setattr(run_module, "run_one", lambda spec, threads: resumed.append(spec.run_id) or real_run_one(spec, threads))
+    monkeypatch.setattr(
+        run_module, "run_one", lambda spec, threads: resumed.append(spec.run_id) or real_run_one(spec, threads)
+    )
     assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
     assert calls[0] not in resumed and len(resumed) == 3
     assert first.stat().st_mtime_ns == stamp
@@ -131,7 +134,10 @@ def test_bad_command_line(tmp_path, capsys, extra, message):
 
 
 BAD_SUITES = [
-    ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {}}, "sedes": [0]}, "unknown key 'sedes'; allowed keys"),
+    (
+        {"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {}}, "sedes": [0]},
+        "unknown key 'sedes'; allowed keys",
+    ),
     ({"tasks": {"toy/reach-v0": {"budget": "ten"}}, "algorithms": {"SAC": {}}}, "'tasks.toy/reach-v0.budget' must be int"),
     ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {"default": {"lr": 1}}}}, "unknown hyperparameter"),
     ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"XYZ": {}}}, "unknown algorithm 'algorithms.XYZ'"),
@@ -192,3 +198,18 @@ def test_offline_task_generates_its_dataset_once_and_reports_normalised_scores(t
     assert {r["dataset_id"] for r in records} == {"rlkit/toy-reach-v0/medium-v0"}
     assert all(r["grad_steps_per_s"] > 0 and "normalized" in r["final"] for r in records)
     assert [p.name for p in (tmp_path / "datasets" / "rlkit" / "toy-reach-v0").iterdir() if p.is_dir()] == ["medium-v0"]
+
+
+def test_curves_against_queries_where_runs_record_feedback(tmp_path):
+    def record(algo, seed, with_queries):
+        curve = [
+            {"step": s, "return_mean": -s / 100 + seed, **({"queries": s / 10} if with_queries else {})} for s in (0, 100, 200)
+        ]
+        return {"status": "ok", "task": "toy/reach-v0", "algo": algo, "seed": seed, "curve": curve}
+
+    records = [record("PEBBLE", 0, True), record("PEBBLE", 1, True), record("SAC", 0, False), record("SAC", 1, False)]
+    paths = write_curves(tmp_path, records)
+    assert [p.name for p in paths] == ["toy-reach-v0.png", "toy-reach-v0-queries.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+    # no run records queries: only the curve against steps
+    assert [p.name for p in write_curves(tmp_path / "plain", records[2:])] == ["toy-reach-v0.png"]
