@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3 import SAC
 
 from rlkit import PARL, PEBBLE
 from rlkit.common.evaluation import evaluate
@@ -161,14 +162,28 @@ def test_intrinsic_reward_is_the_knn_distance_over_its_std():
     th.testing.assert_close(reward, third / std)
 
 
+#: the SAC settings of the toy learning test, shared by the oracle and the preference learners
+TOY_SAC = dict(
+    learning_starts=200, batch_size=64, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64]), seed=0, device="cpu"
+)
+
+
+@pytest.fixture(scope="module")
+def oracle_return() -> float:
+    """SAC on the true reward, with the same settings and steps: the oracle of the learning test."""
+    oracle = SAC("MlpPolicy", PointReachEnv(), **TOY_SAC).learn(3000)
+    return evaluate(oracle, PointReachEnv(), 10, deterministic=True, seed=100).return_mean
+
+
 @pytest.mark.parametrize("algo", ALGOS)
-def test_learns_toy_reach_from_oracle_preferences(algo):
-    # Untrained or random agents score about -55 on PointReachEnv; the scripted expert -5; SAC on the
-    # true reward about -10 after 3000 steps with these settings.
+def test_learns_toy_reach_from_oracle_preferences(algo, oracle_return):
+    """300 scripted-oracle queries take the agent most of the way from untrained to the SAC oracle.
+
+    Seed 0: untrained -69, the SAC oracle about -10, PEBBLE -20 and PARL -26 (84% and 73% of the way).
+    """
     model = algo(
         "MlpPolicy",
         PointReachEnv(),
-        learning_starts=200,
         unsup_steps=300,
         num_interact=500,
         max_feedback=300,
@@ -176,17 +191,13 @@ def test_learns_toy_reach_from_oracle_preferences(algo):
         segment_length=20,
         reward_update=30,
         reward_net_arch=[64, 64],
-        batch_size=64,
-        learning_rate=1e-3,
-        policy_kwargs=dict(net_arch=[64, 64]),
-        seed=0,
-        device="cpu",
+        **TOY_SAC,
     )
     untrained = evaluate(model, PointReachEnv(), 10, deterministic=True, seed=100).return_mean
     model.learn(3000)
     trained = evaluate(model, PointReachEnv(), 10, deterministic=True, seed=100).return_mean
-    assert untrained < -40
-    assert trained > -30
+    assert untrained < -40 and oracle_return > -15
+    assert trained - untrained > 0.6 * (oracle_return - untrained), (untrained, trained, oracle_return)
     assert model.total_feedback == 300
 
 
