@@ -368,7 +368,9 @@ def test_learn_predict_save_load_round_trip(algo: type, variant: dict, tmp_path)
         model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True
     ):
         assert th.equal(param, loaded_param), name
-    loaded.learn(64)  # training goes on after loading
+    before = _flat_params(loaded.policy)
+    loaded.learn(64)  # training goes on after loading, and changes the loaded parameters
+    assert not th.equal(before, _flat_params(loaded.policy))
 
     model.deterministic_expert = "sample"
     model.save(tmp_path / "sampled.zip")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch as th
@@ -50,3 +51,84 @@ def fused_adam_kwargs(
     if optimizer_kwargs is not None or optimizer_class is not th.optim.Adam:
         return optimizer_kwargs
     return {**defaults, "fused": True}
+
+
+#: optimizers whose update of each element depends on that element alone (and on global scalars)
+ELEMENTWISE_OPTIMIZERS: tuple[type[th.optim.Optimizer], ...] = (
+    th.optim.Adam,
+    th.optim.AdamW,
+    th.optim.SGD,
+    th.optim.RMSprop,
+)
+
+
+class FlatParameters:
+    """The parameters and gradients of a module, kept in two contiguous buffers.
+
+    Every parameter becomes a view of one flat tensor and its gradient a view of one flat
+    gradient (autograd accumulates into an existing gradient in place). The optimizer is
+    then built over the single :attr:`parameter`, and an update costs one optimizer call on
+    one tensor, one norm for the gradient clipping and one ``zero_`` instead of work per
+    parameter tensor. On the small networks of RL, run on the CPU, those per-tensor costs
+    are a large part of a minibatch update. Values, gradients and update rule are those of
+    the separate tensors, as long as the optimizer is elementwise (Adam, AdamW, SGD,
+    RMSprop: see :data:`ELEMENTWISE_OPTIMIZERS`); the gradient norm is the same global norm
+    as ``torch.nn.utils.clip_grad_norm_``'s.
+
+    Moving or casting the module (``.to``) gives its parameters new storage: check
+    :meth:`is_intact` and build a new ``FlatParameters`` after it, as
+    :class:`~rlkit.pmoe.policies.PMOEActorCriticPolicy` does.
+
+    :param parameters: the parameters, all on one device with one dtype
+    """
+
+    def __init__(self, parameters: Iterable[th.nn.Parameter]) -> None:
+        self.parameters = list(parameters)
+        if not self.parameters:
+            raise ValueError("FlatParameters needs at least one parameter")
+        kinds = {(param.device, param.dtype) for param in self.parameters}
+        if len(kinds) > 1:
+            raise ValueError(f"FlatParameters needs one device and one dtype, got {sorted(map(str, kinds))}")
+        with th.no_grad():
+            flat = th.cat([param.detach().reshape(-1) for param in self.parameters])
+            grad = th.cat(
+                [th.zeros_like(p).reshape(-1) if p.grad is None else p.grad.detach().reshape(-1) for p in self.parameters]
+            )
+        self.parameter = th.nn.Parameter(flat)
+        self.grad = grad
+        self._grads = []
+        offset = 0
+        for param in self.parameters:
+            size = param.numel()
+            param.data = flat[offset : offset + size].view_as(param)
+            self._grads.append(grad[offset : offset + size].view_as(param))
+            offset += size
+        self._data_ptrs = [param.data_ptr() for param in self.parameters]
+        self.zero_grad()
+
+    def is_intact(self) -> bool:
+        """Whether every parameter is still a view of the flat buffer (false after ``.to`` moved or cast it)."""
+        return [param.data_ptr() for param in self.parameters] == self._data_ptrs
+
+    def zero_grad(self) -> None:
+        """Zero the flat gradient, and make every gradient a view of it again.
+
+        A ``zero_grad(set_to_none=True)`` of the module or of the optimizer replaces the views;
+        this puts them back, so that the next ``backward`` accumulates into the flat gradient.
+        """
+        for param, grad in zip(self.parameters, self._grads, strict=True):
+            if param.grad is not grad:
+                param.grad = grad
+        self.parameter.grad = self.grad
+        self.grad.zero_()
+
+    def clip_grad_norm_(self, max_norm: float) -> th.Tensor:
+        """Scale the gradient in place to a global L2 norm of at most ``max_norm``, as
+        ``torch.nn.utils.clip_grad_norm_`` does.
+
+        :param max_norm: the largest norm
+        :return: the norm before clipping
+        """
+        norm = th.linalg.vector_norm(self.grad)
+        self.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
+        return norm

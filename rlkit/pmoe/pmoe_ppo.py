@@ -50,7 +50,8 @@ class PMOEPPO(PPO):
       k*(s) = argmax_k Q(s, a_k), a_k one fresh (non-reparameterised) sample of each expert,
       all K scored in one batched Q-network call.
 
-    One Adam optimizer over all networks and gradient-norm clipping, as in the reference code.
+    One Adam optimizer over all networks and gradient-norm clipping, as in the reference code
+    (on one flat buffer of all the parameters: see :class:`~rlkit.pmoe.policies.PMOEActorCriticPolicy`).
     Deterministic actions: the mean of the most probable expert (``deterministic_expert="argmax"``);
     ``"sample"`` draws the expert from alpha(s) (at construction, or later with
     ``model.deterministic_expert = "sample"``).
@@ -242,9 +243,7 @@ class PMOEPPO(PPO):
                     + losses["q"]
                 )
                 history.setdefault("loss", []).append(loss.detach())
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, foreach=True)
+                self.policy.backward_and_clip(loss, self.max_grad_norm)
                 self.policy.optimizer.step()
 
             self._n_updates += 1

@@ -38,7 +38,7 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch import nn
 from torch.distributions import Normal
 
-from rlkit.common.utils import fused_adam_kwargs
+from rlkit.common.utils import ELEMENTWISE_OPTIMIZERS, FlatParameters, fused_adam_kwargs
 
 #: the choices of ``deterministic_expert``
 DETERMINISTIC_EXPERTS = ("argmax", "sample")
@@ -441,9 +441,21 @@ class GaussianMixtureDistribution(DiagGaussianDistribution):
         :return: self
         """
         n_means = self.n_experts * self.action_dim
-        self.means = mean_actions[:, :n_means].reshape(-1, self.n_experts, self.action_dim)
+        return self.mixture(mean_actions[:, :n_means], mean_actions[:, n_means:], log_std)
+
+    def mixture(
+        self: SelfGaussianMixtureDistribution, means: th.Tensor, mixing_logits: th.Tensor, log_std: th.Tensor
+    ) -> SelfGaussianMixtureDistribution:
+        """Set the parameters from the experts' means, the mixing logits and the log-stds.
+
+        :param means: K * action_dim means, shape ``(B, K * action_dim)``
+        :param mixing_logits: K mixing logits, shape ``(B, K)``
+        :param log_std: log-stds, shape ``(K * action_dim,)``
+        :return: self
+        """
+        self.means = means.reshape(-1, self.n_experts, self.action_dim)
         self.log_stds = log_std.reshape(self.n_experts, self.action_dim)
-        self.log_weights = th.log_softmax(mean_actions[:, n_means:], dim=-1)
+        self.log_weights = th.log_softmax(mixing_logits, dim=-1)
         return self
 
     @property
@@ -487,6 +499,10 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
     and the extra Q-network ``q_net`` (a ``ContinuousCritic`` with one Q) of the routing loss.
 
     All networks, the Q-network included, share the one optimizer, as in the reference code.
+    With an elementwise optimizer (Adam by default) the parameters and gradients are views of
+    two flat buffers (:class:`~rlkit.common.utils.FlatParameters`, attribute
+    ``flat_parameters``), and the optimizer holds the one flat parameter: the update is the
+    same, and its step, the gradient clipping and the zeroing are one operation each.
 
     :param observation_space: Observation space
     :param action_space: Action space
@@ -589,6 +605,48 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         )
         # The parent builds the policy and value networks and one optimizer over all parameters
         super()._build(lr_schedule)
+        self._flatten_parameters()
+
+    def _flatten_parameters(self) -> None:
+        """Keep the parameters and gradients in flat buffers (:class:`~rlkit.common.utils.FlatParameters`)
+        and rebuild the optimizer over the flat parameter, carrying its state over.
+
+        Only for the elementwise optimizers (``ELEMENTWISE_OPTIMIZERS``), whose update is
+        the same on the flat buffer; any other optimizer keeps the separate parameters.
+        """
+        self.flat_parameters: FlatParameters | None = None
+        if not issubclass(self.optimizer_class, ELEMENTWISE_OPTIMIZERS):
+            return
+        state = self.optimizer.state_dict()
+        self.flat_parameters = FlatParameters(self.parameters())
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.optimizer = self.optimizer_class([self.flat_parameters.parameter], lr=learning_rate, **self.optimizer_kwargs)
+        if state["state"] and len(state["param_groups"][0]["params"]) == 1:
+            self.optimizer.load_state_dict(state)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> PMOEActorCriticPolicy:
+        # ``.to(device)`` or a cast gives the parameters new storage: flatten them again
+        # (as torch's RNNs flatten their weights again after ``_apply``)
+        super()._apply(fn, recurse)
+        flat_parameters = getattr(self, "flat_parameters", None)
+        if flat_parameters is not None and not flat_parameters.is_intact():
+            self._flatten_parameters()
+        return self
+
+    def backward_and_clip(self, loss: th.Tensor, max_grad_norm: float) -> None:
+        """Backpropagate ``loss`` from zeroed gradients and clip their global norm to ``max_grad_norm``.
+
+        :param loss: the loss of the minibatch
+        :param max_grad_norm: the largest gradient norm
+        """
+        if self.flat_parameters is None:
+            self.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm, foreach=True)
+        else:
+            self.flat_parameters.zero_grad()
+            loss.backward()
+            self.flat_parameters.clip_grad_norm_(max_grad_norm)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -600,6 +658,11 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
             )
         )
         return data
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> GaussianMixtureDistribution:  # type: ignore[override]
+        # The two layers of the head straight into the distribution (no concatenation and split)
+        head = self.action_net
+        return self.action_dist.mixture(head.mu(latent_pi), head.mixing(latent_pi.detach()), self.log_std)
 
     def evaluate_mixture(
         self, obs: PyTorchObs, actions: th.Tensor
@@ -624,4 +687,3 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         repeated_obs = obs.repeat_interleave(n_experts, dim=0)
         q_values = self.q_net(repeated_obs, expert_actions.reshape(batch_size * n_experts, -1))[0]
         return q_values.reshape(batch_size, n_experts)
-
