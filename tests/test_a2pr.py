@@ -78,7 +78,9 @@ def test_vae_sits_on_the_good_mode_and_a2pr_ends_nearer_it_than_td3bc(bandit):
     0.50 and reconstructs bad-mode actions as 0.50. With the VAE's advantage mask removed
     (advantage_threshold=-inf) it decodes to the bad mode, -0.50, and the test fails. Forcing
     the actor's gate to 1 leaves this task's outcome unchanged (0.56): here the VAE candidate
-    always has a non-negative advantage, so the gate is covered by the tensor tests above.
+    always has a non-negative advantage, so the gate never closes. The gate is checked on
+    hand-made tensors above and inside the training step by
+    ``test_closed_gate_removes_the_bc_term_from_the_training_step``, which a gate forced to 1 fails.
     """
     a2pr = A2PR("MlpPolicy", None, dataset=bandit, policy_kwargs=dict(net_arch=[64, 64], vae_net_arch=[64, 64]), **BANDIT)
     td3bc = TD3BC("MlpPolicy", None, dataset=bandit, policy_kwargs=dict(net_arch=[64, 64]), **BANDIT)
@@ -111,3 +113,48 @@ def test_vae_and_value_are_saved_and_restored(bandit, tmp_path):
         assert th.equal(loaded.vae.decode(states, z), model.vae.decode(states, z))
     assert loaded.vae.optimizer.state_dict()["state"], "the VAE optimizer state is saved"
     assert loaded.vae.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def _a2pr_with_fixed_advantages(dataset: OfflineDataset, value: float, mask_weight: float) -> A2PR:
+    """A2PR with linear networks where ``Q_i(s, a) = a`` and ``V(s) = value``, the actor updated at every step."""
+    model = A2PR(
+        "MlpPolicy",
+        None,
+        dataset=dataset,
+        policy_delay=1,
+        mask_weight=mask_weight,
+        policy_kwargs=dict(net_arch=dict(pi=[16], qf=[]), vae_net_arch=[16]),
+        **BANDIT,
+    )
+    with th.no_grad():
+        for critic in (model.critic, model.critic_target):
+            for q_net in critic.q_networks:
+                (layer,) = q_net
+                layer.weight.zero_()
+                layer.bias.zero_()
+                layer.weight[0, -1] = 1.0  # the action is the last input
+        (layer,) = model.value.v_net
+        layer.weight.zero_()
+        layer.bias.fill_(value)
+    return model
+
+
+def _trained_actor(dataset: OfflineDataset, value: float, mask_weight: float, steps: int = 3) -> th.Tensor:
+    """The actor's parameters after ``steps`` gradient steps (construction seeds every run alike)."""
+    model = _a2pr_with_fixed_advantages(dataset, value, mask_weight)
+    model.learn(steps)
+    return th.cat([p.detach().flatten() for p in model.actor.parameters()])
+
+
+def test_closed_gate_removes_the_bc_term_from_the_training_step(bandit):
+    """Inside ``train``: with V(s) = 2 above every Q(s, a) = a in [-1, 1], neither candidate improves on
+    the behaviour, the gate closes and the actor's update is exactly that of A2PR without a BC term
+    (``mask_weight=0``). A gate forced to 1 (a broken gate) makes this test fail."""
+    untrained = _trained_actor(bandit, 2.0, 1.0, steps=0)
+    closed, without_bc = (_trained_actor(bandit, 2.0, mask_weight) for mask_weight in (1.0, 0.0))
+    assert not th.equal(closed, untrained)
+    assert th.equal(closed, without_bc)
+
+    # with V(s) = -2 below every Q(s, a), the gate is open and the BC term changes the update
+    opened, without_bc = (_trained_actor(bandit, -2.0, mask_weight) for mask_weight in (1.0, 0.0))
+    assert not th.equal(opened, without_bc)
