@@ -106,6 +106,15 @@ def test_pmoe_ppo_policy_flattens_again_after_a_cast_and_keeps_the_optimizer_sta
     before = th.cat([p.detach().flatten() for p in policy.parameters()])
     model.learn(64)
     assert not th.equal(before, th.cat([p.detach().flatten() for p in policy.parameters()]))
+    # parameters replaced by a load with assign=True are flattened again before training
+    model.policy.load_state_dict({k: v.clone() for k, v in policy.state_dict().items()}, assign=True)
+    assert not any(a is b for a, b in zip(policy.flat_parameters.parameters, policy.parameters(), strict=True))
+    before = th.cat([p.detach().flatten() for p in policy.parameters()])
+    model.learn(64)
+    assert policy.optimizer.param_groups[0]["params"] == [policy.flat_parameters.parameter]
+    assert all(a is b for a, b in zip(policy.flat_parameters.parameters, policy.parameters(), strict=True))
+    assert policy.flat_parameters.is_intact()
+    assert not th.equal(before, th.cat([p.detach().flatten() for p in policy.parameters()]))
     # an optimizer that is not elementwise (Adafactor factors the second moment of each matrix)
     # keeps the separate parameters
     adafactor = PMOEPPO(

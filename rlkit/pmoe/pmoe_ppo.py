@@ -215,6 +215,7 @@ class PMOEPPO(PPO):
     def train(self) -> None:
         """Update the policy, value, mixing and Q networks on the current rollout buffer."""
         self.policy.set_training_mode(True)
+        self.policy.refresh_flat_parameters()
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None

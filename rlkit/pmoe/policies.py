@@ -624,13 +624,27 @@ class PMOEActorCriticPolicy(ActorCriticPolicy):
         if state["state"] and len(state["param_groups"][0]["params"]) == 1:
             self.optimizer.load_state_dict(state)
 
+    def refresh_flat_parameters(self) -> None:
+        """Flatten the parameters again if they were moved, cast or replaced since they were flattened.
+
+        ``.to(device)`` and casts do this by themselves; PMOE-PPO's ``train`` calls it for the
+        rest (e.g. ``load_state_dict(..., assign=True)``, which replaces the parameters).
+        """
+        flat_parameters = getattr(self, "flat_parameters", None)
+        if flat_parameters is None:
+            return
+        current = list(self.parameters())
+        replaced = len(current) != len(flat_parameters.parameters) or any(
+            param is not flat for param, flat in zip(current, flat_parameters.parameters, strict=False)
+        )
+        if replaced or not flat_parameters.is_intact():
+            self._flatten_parameters()
+
     def _apply(self, fn: Any, recurse: bool = True) -> PMOEActorCriticPolicy:
         # ``.to(device)`` or a cast gives the parameters new storage: flatten them again
         # (as torch's RNNs flatten their weights again after ``_apply``)
         super()._apply(fn, recurse)
-        flat_parameters = getattr(self, "flat_parameters", None)
-        if flat_parameters is not None and not flat_parameters.is_intact():
-            self._flatten_parameters()
+        self.refresh_flat_parameters()
         return self
 
     def backward_and_clip(self, loss: th.Tensor, max_grad_norm: float) -> None:
