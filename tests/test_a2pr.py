@@ -54,11 +54,16 @@ def two_mode_bandit(n: int = 2000, p_good: float = 0.2, seed: int = 0) -> Offlin
     actions = np.where(rng.random(n) < p_good, GOOD, BAD) + rng.normal(0, 0.05, n)
     actions = np.clip(actions, -1, 1).astype(np.float32)[:, None]
     rewards = (1.0 - np.abs(actions[:, 0] - GOOD)).astype(np.float32)
+    return one_step_dataset(obs, actions, rewards, "test/two-mode-bandit")
+
+
+def one_step_dataset(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, dataset_id: str) -> OfflineDataset:
+    """A bandit dataset: 2-d observations, 1-d actions in [-1, 1], every transition terminal."""
     return OfflineDataset.from_dict(
-        dict(observations=obs, actions=actions, rewards=rewards, next_observations=obs, terminals=np.ones(n, bool)),
+        dict(observations=obs, actions=actions, rewards=rewards, next_observations=obs, terminals=np.ones(len(obs), bool)),
         observation_space=spaces.Box(-1, 1, (2,), np.float32),
         action_space=spaces.Box(-1, 1, (1,), np.float32),
-        dataset_id="test/two-mode-bandit",
+        dataset_id=dataset_id,
     )
 
 
@@ -180,12 +185,7 @@ def valley_bandit(n: int = 2000, seed: int = 0) -> OfflineDataset:
         actions[chosen] = rng.uniform(-1, 1, size) if centre is None else centre + rng.normal(0, 0.05, size)
     actions = np.clip(actions, -1, 1).astype(np.float32)[:, None]
     rewards = np.interp(actions[:, 0], *VALLEY_KNOTS).astype(np.float32)
-    return OfflineDataset.from_dict(
-        dict(observations=obs, actions=actions, rewards=rewards, next_observations=obs, terminals=np.ones(n, bool)),
-        observation_space=spaces.Box(-1, 1, (2,), np.float32),
-        action_space=spaces.Box(-1, 1, (1,), np.float32),
-        dataset_id="test/valley-bandit",
-    )
+    return one_step_dataset(obs, actions, rewards, "test/valley-bandit")
 
 
 def test_gate_lets_q_ascent_leave_the_bad_majority_when_the_vae_candidate_is_poor():
