@@ -12,15 +12,25 @@ from typing import Any
 from benchmarks.suite import RunSpec
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``path`` through a temporary file in the same folder and a rename.
 
     A reader sees either the old file or the whole new one, never a partial file.
+    The file gets the mode of any new file (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(text, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             handle.write(text)
             handle.flush()

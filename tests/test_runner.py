@@ -1,5 +1,7 @@
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +215,16 @@ def test_curves_against_queries_where_runs_record_feedback(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
     # no run records queries: only the curve against steps
     assert [p.name for p in write_curves(tmp_path / "plain", records[2:])] == ["toy-reach-v0.png"]
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_umask_mode(tmp_path, umask, expected):
+    from benchmarks.store import write_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "table.md", "x")
+        write_atomic(tmp_path / "curve.png", b"\x89PNG")
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {expected}
