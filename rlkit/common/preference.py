@@ -7,7 +7,10 @@
   presets (:data:`TEACHER_PRESETS`), deterministic given its seed (:class:`ScriptedTeacher`);
 - the Bradley-Terry reward ensemble of PEBBLE (Lee et al., 2021), soft targets 0.5/0.5 for
   "equal" labels (:class:`RewardEnsemble`, :class:`PreferenceDataset`);
-- query selection: uniform, ensemble disagreement, predictive entropy (:func:`select_queries`).
+- query selection: uniform, ensemble disagreement, predictive entropy (:func:`select_queries`);
+- fixed label pools of offline datasets (:class:`PreferencePool`, :func:`load_or_create_pool`):
+  N_q pairs labelled once, cached by dataset, N_q, mode and seed, so that every method of a
+  table learns from the same labels.
 
 Label convention (B-Pref): a label is the probability that segment 1 is preferred to
 segment 0: 1.0 (segment 1 better), 0.0 (segment 0 better) or 0.5 ("equal").
@@ -15,15 +18,22 @@ segment 0: 1.0 (segment 1 better), 0.0 (segment 0 better) or 0.5 ("equal").
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch as th
 from torch import nn
 from torch.nn import functional as F
+
+from rlkit.common.sequence import Windows, WindowSampler
+from rlkit.data.minari import OfflineDataset
 
 QUERY_SCHEMES = ("uniform", "disagreement", "entropy")
 
@@ -411,3 +421,261 @@ def select_queries(
         mean = np.clip(probs.mean(axis=0), 1e-12, 1 - 1e-12)
         score = -(mean * np.log(mean) + (1 - mean) * np.log(1 - mean))
     return np.argsort(-score, kind="stable")[:n_queries]
+
+
+# --------------------------------------------------------------------------- fixed label pools
+
+#: how a pool's teacher scores a segment: its own return, or OPPO's 200-step future return
+LABEL_MODES = ("window", "foresee")
+#: environment variable naming the folder of cached pools (default ``~/.cache/rlkit/preference-pools``)
+POOL_DIR_ENV = "RLKIT_PREFERENCE_POOLS"
+
+
+def default_pool_dir() -> Path:
+    """Folder of cached label pools: ``$RLKIT_PREFERENCE_POOLS`` or ``~/.cache/rlkit/preference-pools``."""
+    return Path(os.environ.get(POOL_DIR_ENV, Path.home() / ".cache" / "rlkit" / "preference-pools"))
+
+
+def _teacher_key(teacher: str | dict) -> str:
+    if isinstance(teacher, str):
+        return teacher
+    return "t" + hashlib.sha256(json.dumps(teacher, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class PreferencePool:
+    """A fixed set of N_q labelled segment pairs of an offline dataset, the same for every method that uses it.
+
+    A pair is two windows of ``segment_length`` steps (inside their episodes, no padding),
+    stored as (episode, start) indices into the dataset; the scripted teacher
+    (:class:`ScriptedTeacher`) labels it from a score per segment:
+
+    - ``window``: the true return of the segment itself (the PbRL convention, B-Pref);
+    - ``foresee``: the true return of the ``horizon`` steps from the segment's start (OPPO's
+      scripted labels, ``--foresee 200``), with the truncation rule of
+      :meth:`~rlkit.common.sequence.WindowSampler.foresee_returns`: near the end of an episode
+      cut by a time limit the remaining steps' mean reward is extrapolated to the full horizon,
+      so late windows are not systematically dispreferred; after a true termination the
+      missing steps count 0.
+
+    ``targets`` is P(second segment preferred) (the convention of this module): 1, 0, or 0.5
+    for an "equal" label; exact score ties are labelled 0.5 too.
+
+    :param dataset_id: id of the dataset the indices refer to
+    :param mode: one of :data:`LABEL_MODES`
+    :param seed: seed of the pair sampling and of the teacher
+    :param segment_length: steps per segment
+    :param horizon: steps of the ``foresee`` score
+    :param teacher: the teacher preset name or dict (see :meth:`ScriptedTeacher.from_spec`)
+    :param episodes: episode index of both segments of each pair, shape ``(N, 2)``
+    :param starts: start step of both segments, shape ``(N, 2)``
+    :param scores: the teacher's score of both segments, shape ``(N, 2)``
+    :param targets: P(second segment preferred), shape ``(N,)``
+    :param n_transitions: number of transitions of the dataset (checked when the pool is used)
+    """
+
+    dataset_id: str
+    mode: str
+    seed: int
+    segment_length: int
+    horizon: int
+    teacher: str | dict
+    episodes: np.ndarray
+    starts: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray
+    n_transitions: int
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.targets)
+
+    @property
+    def strict(self) -> np.ndarray:
+        """Which pairs have a strict preference (target 0 or 1)."""
+        return self.targets != 0.5
+
+    @classmethod
+    def create(
+        cls,
+        dataset: OfflineDataset,
+        n_pairs: int,
+        mode: str = "foresee",
+        seed: int = 0,
+        segment_length: int = 20,
+        horizon: int = 200,
+        teacher: str | dict = "oracle",
+    ) -> PreferencePool:
+        """Sample and label ``n_pairs`` pairs (pairs the teacher skips are replaced by new draws).
+
+        :param dataset: the offline dataset
+        :param n_pairs: N_q, the number of labelled pairs
+        :param mode: ``window`` or ``foresee`` (see the class docstring)
+        :param seed: seed of the sampling and the teacher
+        :param segment_length: steps per segment
+        :param horizon: steps of the ``foresee`` score (OPPO: 200)
+        :param teacher: a :data:`TEACHER_PRESETS` name or a dict for :meth:`ScriptedTeacher.from_spec`
+        """
+        if mode not in LABEL_MODES:
+            raise ValueError(f"Unknown label mode {mode!r}; known: {', '.join(LABEL_MODES)}")
+        if n_pairs <= 0:
+            raise ValueError(f"n_pairs must be positive, got {n_pairs}")
+        sampler = WindowSampler(dataset, segment_length)
+        rng = np.random.default_rng(seed)
+        label_teacher = ScriptedTeacher.from_spec(teacher, seed=seed)
+        score_length = segment_length if mode == "window" else horizon
+        lengths = dataset.episode_lengths
+        label_teacher.set_thresholds(float(dataset.episode_returns.mean()) * score_length / float(lengths.mean()))
+        episodes, starts, scores, targets = [], [], [], []
+        kept = 0
+        for _ in range(100):
+            ep, st = sampler.sample_starts(2 * (n_pairs - kept), rng, full=True)
+            ep, st = ep.reshape(2, -1).T, st.reshape(2, -1).T
+            if mode == "window":
+                score = sampler.window_returns(ep.reshape(-1), st.reshape(-1)).reshape(-1, 2)
+                rewards = [sampler.windows(ep[:, i], st[:, i]).rewards for i in range(2)]
+            else:
+                score = sampler.foresee_returns(ep.reshape(-1), st.reshape(-1), horizon).reshape(-1, 2)
+                rewards = [score[:, :1], score[:, 1:]]
+            labels = label_teacher.label(*rewards)
+            target = labels.targets.copy()
+            target[score[labels.keep, 0] == score[labels.keep, 1]] = 0.5
+            episodes.append(ep[labels.keep])
+            starts.append(st[labels.keep])
+            scores.append(score[labels.keep])
+            targets.append(target)
+            kept += int(labels.keep.sum())
+            if kept >= n_pairs:
+                break
+        else:
+            raise ValueError(
+                f"The teacher {teacher!r} skipped almost every pair ({kept} of {n_pairs} labelled): lower its eps_skip"
+            )
+        return cls(
+            dataset_id=dataset.dataset_id or "dataset",
+            mode=mode,
+            seed=seed,
+            segment_length=segment_length,
+            horizon=horizon,
+            teacher=teacher,
+            episodes=np.concatenate(episodes)[:n_pairs].astype(np.int64),
+            starts=np.concatenate(starts)[:n_pairs].astype(np.int64),
+            scores=np.concatenate(scores)[:n_pairs].astype(np.float64),
+            targets=np.concatenate(targets)[:n_pairs].astype(np.float32),
+            n_transitions=len(dataset),
+        )
+
+    def check_dataset(self, dataset: OfflineDataset) -> None:
+        """Raise a ``ValueError`` if ``dataset`` is not the one the pool's indices refer to."""
+        if len(dataset) != self.n_transitions or int(self.episodes.max()) >= len(dataset.episode_ends):
+            raise ValueError(
+                f"This label pool was drawn from {self.dataset_id!r} with {self.n_transitions} transitions, but the dataset "
+                f"given has {len(dataset)}: use the pool's dataset, or delete the cached pool to draw a new one"
+            )
+
+    def windows(self, sampler: WindowSampler) -> tuple[Windows, Windows]:
+        """Both segments of every pair as :class:`~rlkit.common.sequence.Windows` of ``sampler`` (its normalisation).
+
+        :param sampler: a sampler over the pool's dataset with ``window == segment_length``
+        """
+        if sampler.window != self.segment_length:
+            raise ValueError(
+                f"The pool's segments have {self.segment_length} steps but the sampler cuts windows of {sampler.window}: "
+                "build the sampler with window=pool.segment_length"
+            )
+        return sampler.windows(self.episodes[:, 0], self.starts[:, 0]), sampler.windows(self.episodes[:, 1], self.starts[:, 1])
+
+    def preference_dataset(self, sampler: WindowSampler) -> PreferenceDataset:
+        """The pairs as a :class:`PreferenceDataset` for :meth:`RewardEnsemble.fit` (observations as ``sampler`` gives them)."""
+        first, second = self.windows(sampler)
+        data = PreferenceDataset()
+        data.add(
+            Segments(first.observations, first.actions, first.rewards),
+            Segments(second.observations, second.actions, second.rewards),
+            self.targets,
+        )
+        return data
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the pool to an ``.npz`` file (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "dataset_id": self.dataset_id,
+            "mode": self.mode,
+            "seed": self.seed,
+            "segment_length": self.segment_length,
+            "horizon": self.horizon,
+            "teacher": self.teacher,
+            "n_transitions": self.n_transitions,
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, episodes=self.episodes, starts=self.starts, scores=self.scores, targets=self.targets, meta=json.dumps(meta))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PreferencePool:
+        """Read a pool written by :meth:`save`."""
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            return cls(
+                **meta, episodes=data["episodes"], starts=data["starts"], scores=data["scores"], targets=data["targets"]
+            )
+
+
+def pool_path(
+    dataset_id: str, n_pairs: int, mode: str, seed: int, segment_length: int, horizon: int, teacher: str | dict,
+    pool_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Cache file of the pool with these settings (see :func:`load_or_create_pool`)."""
+    name = dataset_id.replace("/", "-")
+    horizon_part = f"-h{horizon}" if mode == "foresee" else ""
+    stem = f"{name}__n{n_pairs}__{mode}{horizon_part}__len{segment_length}__{_teacher_key(teacher)}__seed{seed}"
+    return Path(pool_dir if pool_dir is not None else default_pool_dir()) / f"{stem}.npz"
+
+
+def load_or_create_pool(
+    dataset: OfflineDataset,
+    n_pairs: int,
+    mode: str = "foresee",
+    seed: int = 0,
+    segment_length: int = 20,
+    horizon: int = 200,
+    teacher: str | dict = "oracle",
+    pool_dir: str | os.PathLike | None = None,
+) -> PreferencePool:
+    """The pool of (dataset id, N_q, mode, seed, ...) from the cache, drawn and saved on first use.
+
+    Every method (and every training seed) that asks for the same settings gets the same
+    labelled pairs, so a table compares methods on identical feedback.
+
+    :param dataset: the offline dataset (its ``dataset_id`` names the pool)
+    :param n_pairs: N_q, the number of labelled pairs
+    :param mode: ``window`` or ``foresee``
+    :param seed: seed of the pool (not of the methods trained on it)
+    :param segment_length: steps per segment
+    :param horizon: steps of the ``foresee`` score
+    :param teacher: a :data:`TEACHER_PRESETS` name or a dict for :meth:`ScriptedTeacher.from_spec`
+    :param pool_dir: cache folder (default :func:`default_pool_dir`)
+    """
+    path = pool_path(dataset.dataset_id or "dataset", n_pairs, mode, seed, segment_length, horizon, teacher, pool_dir)
+    if path.is_file():
+        pool = PreferencePool.load(path)
+    else:
+        pool = PreferencePool.create(dataset, n_pairs, mode, seed, segment_length, horizon, teacher)
+        pool.save(path)
+    pool.check_dataset(dataset)
+    return pool
+
+
+def preference_accuracy(prob_second: np.ndarray, targets: np.ndarray) -> float:
+    """Fraction of the strict pairs (target 0 or 1) whose preferred segment gets P > 0.5.
+
+    :param prob_second: a model's P(second segment preferred), shape ``(N,)``
+    :param targets: the labels, P(second segment preferred), shape ``(N,)``
+    """
+    strict = np.asarray(targets) != 0.5
+    if not strict.any():
+        return float("nan")
+    predicted = np.asarray(prob_second)[strict] > 0.5
+    return float(np.mean(predicted == (np.asarray(targets)[strict] == 1.0)))
