@@ -81,3 +81,53 @@ def test_toy_reach_reference_policies():
         _, _, _, truncated, info = env.step(env.expert_action())
     assert truncated and info["success"] == 1.0
     assert PointReachEnv.ref_min_score < PointReachEnv.ref_max_score < 0
+
+
+# one id of each family that make_env knows beyond gymnasium's own
+PREFIXED_IDS = ["toy/reach-v0", "dmc/cheetah-run", "metaworld/reach-v3", "safe/HopperVelocity-v5", "mo/mo-hopper-2obj-v5"]
+
+
+@pytest.mark.parametrize("env_id", PREFIXED_IDS)
+def test_gym_make_knows_every_family(env_id):
+    import gymnasium as gym
+
+    env, reference = gym.make(env_id), make_env(env_id)
+    assert env.observation_space == reference.observation_space and env.action_space == reference.action_space
+    np.testing.assert_allclose(env.reset(seed=1)[0], reference.reset(seed=1)[0])
+    assert env.unwrapped.spec.id == env_id
+
+
+def _algorithm_classes():
+    from stable_baselines3 import SAC
+
+    from rlkit import MDPO, PARL, PEBBLE, PMOEPPO, PMOESAC, MDPOOff
+
+    return {"SAC": SAC, "MDPO": MDPO, "MDPOOff": MDPOOff, "PMOESAC": PMOESAC, "PMOEPPO": PMOEPPO, "PEBBLE": PEBBLE, "PARL": PARL}
+
+
+ONLINE_CASES = [
+    (algo, env_id)
+    for algo in ("SAC", "MDPO", "MDPOOff", "PMOESAC", "PMOEPPO", "PEBBLE", "PARL")
+    for env_id in ("toy/reach-v0", "dmc/cheetah-run", "safe/HopperVelocity-v5")
+] + [("MDPO", "metaworld/reach-v3"), ("PEBBLE", "metaworld/reach-v3")]
+
+
+@pytest.mark.parametrize(("algo", "env_id"), ONLINE_CASES)
+def test_online_algorithms_accept_rlkit_ids(algo, env_id):
+    """SB3's base calls gym.make on a string env: the rlkit ids resolve there (no NamespaceNotFound)."""
+    cls = _algorithm_classes()[algo]
+    kwargs = {"buffer_size": 100} if algo not in ("MDPO", "PMOEPPO") else {"n_steps": 64, "batch_size": 64}
+    model = cls("MlpPolicy", env_id, seed=0, **kwargs)
+    assert model.observation_space == make_env(env_id).observation_space
+    assert model.get_env().envs[0].unwrapped.spec.id == env_id
+
+
+def test_multi_objective_and_offline_algorithms_accept_rlkit_ids(tmp_path, monkeypatch):
+    from rlkit import BC, CMORL
+    from rlkit.data.generate import generate
+
+    model = CMORL("MlpPolicy", "mo/mo-hopper-2obj-v5", ref_point=[-100, -100], seed=0, n_steps=64, batch_size=64)
+    assert model.n_objectives == 2 and model.observation_space.shape == (11,)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    dataset = generate("toy/reach-v0", ["random"], size=200, progress_bar=False)["random"]
+    assert BC("MlpPolicy", "toy/reach-v0", dataset=dataset, seed=0).observation_space.shape == (4,)

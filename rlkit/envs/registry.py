@@ -13,8 +13,10 @@ Ids by family:
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -127,7 +129,7 @@ _PREFIXED: dict[str, tuple[Callable[..., gym.Env], Callable[[], list[str]]]] = {
 
 def known_env_ids() -> list[str]:
     """Every id :func:`make_env` accepts (gymnasium's registry plus the prefixed families)."""
-    ids = [k for k in gym.registry if not k.startswith(("dm_control/", "Meta-World/", "mo-"))]
+    ids = [k for k in gym.registry if not k.startswith(("dm_control/", "Meta-World/", "mo-", *_PREFIXED))]
     for prefix, (_, names) in _PREFIXED.items():
         ids += [prefix + name for name in names()]
     return ids
@@ -169,3 +171,58 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         if env_id.startswith(prefix):
             return factory(env_id[len(prefix) :], **kwargs)
     return gym.make(env_id, **kwargs)
+
+
+def _dmc_suite_names() -> list[str]:
+    """``<domain>-<task>`` of every dm_control suite task, read from shimmy's table without importing dm_control."""
+    spec = importlib.util.find_spec("shimmy")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "envs_configs.py"
+    config_spec = importlib.util.spec_from_file_location("_shimmy_envs_configs", path)
+    if config_spec is None or config_spec.loader is None:
+        return []
+    configs = importlib.util.module_from_spec(config_spec)
+    config_spec.loader.exec_module(configs)
+    return [f"{domain}-{task}" for domain, task in configs.DM_CONTROL_SUITE_ENVS]
+
+
+def _registered_env(rlkit_id: str, **kwargs: Any) -> gym.Env:
+    """Entry point of the ids that :func:`register_gymnasium_ids` adds: :func:`make_env` itself."""
+    return make_env(rlkit_id, **kwargs)
+
+
+def register_gymnasium_ids() -> list[str]:
+    """Register every prefixed id of :func:`make_env` in gymnasium's registry, so that ``gym.make`` knows it.
+
+    SB3's algorithms (and so every rlkit class built on them) call ``gym.make`` on a
+    string env: with these ids registered, ``SAC("MlpPolicy", "toy/reach-v0")`` or
+    ``gym.make("dmc/cheetah-run")`` build the same env as ``make_env``. The entry
+    point is :func:`make_env`, imported lazily: registering imports no simulator.
+    Called once when :mod:`rlkit.envs` is imported.
+
+    :return: the ids registered
+    """
+    import mo_gymnasium  # noqa: F401  registers the mo- ids (imports no simulator)
+
+    names = {
+        "toy/": sorted(TOY_TASKS),
+        "safe/": sorted(VELOCITY_TASKS),
+        "mo/": _mo_ids(),
+        "dmc/": _dmc_suite_names(),
+        "metaworld/": _metaworld_ids(),
+    }
+    ids = []
+    for prefix, family in names.items():
+        for name in family:
+            env_id = prefix + name
+            if env_id not in gym.registry:
+                gym.register(
+                    env_id,
+                    entry_point=f"{__name__}:_registered_env",
+                    kwargs={"rlkit_id": env_id},
+                    order_enforce=False,
+                    disable_env_checker=True,
+                )
+                ids.append(env_id)
+    return ids
