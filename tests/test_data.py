@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+import rlkit.data.minari as minari_module
 from rlkit.bc import BC
 from rlkit.data import OfflineDataset, d4rl_normalized_score, d4rl_ref_scores, load_dataset
 from rlkit.data.generate import generate, main
@@ -169,6 +170,7 @@ def test_unknown_dataset_says_how_to_generate(minari_store, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(minari, "download_dataset", offline)
+    monkeypatch.setattr(minari_module, "_unreachable_hub", lambda: None)  # a network whose download fails
     advice = r"ConnectionError.*`python -m rlkit\.data\.generate --env Hopper-v5 --kinds medium-replay`"
     with pytest.raises(ValueError, match=advice):
         load_dataset("mujoco/hopper/medium-replay-v0")
@@ -179,3 +181,39 @@ def test_unknown_dataset_says_how_to_generate(minari_store, monkeypatch):
     (minari_store / "empty").mkdir(parents=True)
     with pytest.raises(ValueError, match="not a Minari dataset folder"):
         load_dataset(minari_store / "empty")
+
+
+def test_missing_datasets_fail_fast_in_one_line(minari_store, monkeypatch):
+    """rlkit/ ids are never downloaded; without a network the download is not tried (no 25 s of retries)."""
+
+    def must_not_download(dataset_id: str) -> None:
+        raise AssertionError(f"download of {dataset_id} attempted")
+
+    monkeypatch.setattr(minari, "download_dataset", must_not_download)
+    with pytest.raises(ValueError, match=r"never downloaded.*--env toy/reach-v0 --kinds medium-replay") as error:
+        load_dataset("rlkit/toy-reach-v0/medium-replay-v0")
+    assert error.value.__cause__ is None and len(str(error.value).splitlines()) == 1
+    monkeypatch.setattr(minari_module, "_unreachable_hub", lambda: "no network: cannot reach huggingface.co:443")
+    with pytest.raises(ValueError, match=r"no network.*--env Hopper-v5 --kinds medium") as error:
+        load_dataset("mujoco/hopper/medium-v0")
+    assert len(str(error.value).splitlines()) == 1
+
+    def failing_download(dataset_id: str) -> None:
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr(minari_module, "_unreachable_hub", lambda: None)
+    monkeypatch.setattr(minari, "download_dataset", failing_download)
+    with pytest.raises(ValueError, match="ConnectionError: refused") as error:
+        load_dataset("mujoco/hopper/medium-v0")
+    assert error.value.__cause__ is None and error.value.__suppress_context__, "no chained traceback of the download"
+
+
+def test_unreachable_hub_answers_within_its_timeout(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # the discard port: nothing listens
+    start = time.perf_counter()
+    assert "cannot reach 127.0.0.1:9" in minari_module._unreachable_hub(timeout=1.0)
+    assert time.perf_counter() - start < 2.0

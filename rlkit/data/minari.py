@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,8 @@ REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "ter
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 #: D4RL env name -> the gymnasium MuJoCo id the generator uses for it
 D4RL_GYM_IDS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
+#: Minari namespace of the datasets written by :mod:`rlkit.data.generate` (local only, never downloaded)
+LOCAL_NAMESPACE = "rlkit"
 #: tolerance on the action bounds (float32 rounding of actions saved at the bounds)
 ACTION_BOUND_TOL = 1e-5
 
@@ -348,13 +351,40 @@ def load_dataset(
             f"{dataset_id!r} is neither a folder nor a Minari id (namespace/name-vN, e.g. mujoco/hopper/medium-v0)"
         ) from error
     if not (get_dataset_path(dataset_id) / "data").is_dir():
+        if dataset_id.startswith(f"{LOCAL_NAMESPACE}/"):
+            raise ValueError(_not_generated_message(dataset_id))
         if not download:
             raise ValueError(_not_found_message(dataset_id, "download=False"))
+        unreachable = _unreachable_hub()
+        if unreachable is not None:
+            raise ValueError(_not_found_message(dataset_id, unreachable))
         try:
             minari.download_dataset(dataset_id)
         except Exception as error:  # any failure to download (no network, no minari[hf], unknown id) gets the same advice
-            raise ValueError(_not_found_message(dataset_id, f"{type(error).__name__}: {error}")) from error
+            # the download's own traceback adds nothing to the message (and hides it): one line is enough
+            raise ValueError(_not_found_message(dataset_id, f"{type(error).__name__}: {error}")) from None
     return from_minari(minari.load_dataset(dataset_id))
+
+
+def _unreachable_hub(timeout: float = 3.0) -> str | None:
+    """Why the dataset hub cannot be reached (one TCP connection, ``timeout`` seconds), or ``None`` if it can.
+
+    Minari's download retries a failed connection for about 25 s; without a network
+    this check fails in at most ``timeout`` seconds instead.
+
+    :param timeout: seconds to wait for the connection
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"no network: cannot reach {host}:{port} ({error.strerror or error})"
+    return None
 
 
 def _not_found_message(dataset_id: str, reason: str) -> str:
@@ -365,6 +395,22 @@ def _not_found_message(dataset_id: str, reason: str) -> str:
         f"Dataset {dataset_id!r} is not in the local Minari store ({get_dataset_path()}) and could not be downloaded "
         f"({reason}). Generate a D4RL-style dataset locally: `python -m rlkit.data.generate --env {env_id} --kinds {kind}`, "
         f"then load {local_dataset_id(env_id, kind)!r}; or point MINARI_DATASETS_PATH to the folder that holds {dataset_id!r}"
+    )
+
+
+def _not_generated_message(dataset_id: str) -> str:
+    """The command that generates a missing ``rlkit/<env>/<kind>-v0`` dataset (such ids are never downloaded)."""
+    import gymnasium as gym
+
+    import rlkit.envs  # noqa: F401  registers the prefixed ids, so that gym.registry lists them
+
+    _, env_part, kind_part = (dataset_id.split("/") + ["", ""])[:3]
+    kind = kind_part.rsplit("-v", 1)[0] if kind_part.rsplit("-v", 1)[0] in KINDS else "medium"
+    env_id = next((e for e in gym.registry if e.lower().replace("/", "-") == env_part), "<env id>")
+    return (
+        f"Dataset {dataset_id!r} is not in the local Minari store ({get_dataset_path()}); {LOCAL_NAMESPACE}/ datasets are "
+        f"made on this machine, never downloaded. Generate it: `python -m rlkit.data.generate --env {env_id} --kinds {kind}`, "
+        f"or point MINARI_DATASETS_PATH to the folder that holds it"
     )
 
 
