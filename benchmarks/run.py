@@ -33,6 +33,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from benchmarks.claims import suite_claims, write_profile
 from benchmarks.plots import write_curves
 from benchmarks.store import git_commit, is_done, load_results, write_result
 from benchmarks.suite import RunSpec, SuiteError, build_specs, suite_path
@@ -177,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             else f"{os.cpu_count()} CPUs, {args.workers} workers x {args.threads} torch threads"
         ),
     }
-    write_tables(out_dir, records, header)
+    claims, last_k = suite_claims(args.suite)
+    write_tables(out_dir, records, header, claims, last_k)
+    write_profile(out_dir, records, specs[0].suite, last_k)
     write_curves(out_dir, records)
     n_ok = sum(r.get("status") == "ok" for r in records)
     print(f"{n_ok} of {len(specs)} runs ok; tables in {out_dir / 'table.md'}", file=sys.stderr)

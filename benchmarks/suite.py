@@ -45,12 +45,25 @@ from typing import Any
 import yaml
 
 from benchmarks import algorithms
+from benchmarks.claims import ClaimError, parse_claims
 from rlkit.data.minari import KINDS
 from rlkit.envs import check_env_id
 
 SUITES_DIR = Path(__file__).parent / "suites"
 RUNNER_KEYS = {"policy": str, "n_envs": int, "normalize": (bool, dict), "budget": int, "eval_freq": int}
-TOP_KEYS = {"description": str, "seeds": list, "eval_freq": int, "eval_episodes": int, "tasks": dict, "algorithms": dict}
+TOP_KEYS = {
+    "description": str,
+    "seeds": list,
+    "eval_freq": int,
+    "eval_episodes": int,
+    "score_last_k": int,
+    "tasks": dict,
+    "algorithms": dict,
+    "claims": list,
+}
+#: evaluation episodes of the run with seed ``s`` use seeds ``EVAL_SEED_OFFSET + s, EVAL_SEED_OFFSET + s + 1, ...``;
+#: training envs use ``s, s + 1, ... s + n_envs - 1``, so run seeds must stay below this offset
+EVAL_SEED_OFFSET = 10_000
 TASK_KEYS = {"budget": int, "eval_freq": int, "eval_episodes": int, "env": str, "dataset": str, "generate": dict}
 ALGO_RESERVED = {"default": dict, "tasks": list}
 
@@ -189,6 +202,8 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
             raise SuiteError(f"{file}: '{key}' is missing or empty")
     for i, seed in enumerate(data.get("seeds", [0])):
         _check_type(file, f"seeds[{i}]", seed, int)
+    if data.get("score_last_k", 1) <= 0:
+        raise SuiteError(f"{file}: 'score_last_k' must be positive, got {data['score_last_k']}")
     for task, conf in data["tasks"].items():
         _check_type(file, f"tasks.{task}", conf, dict)
         _check_keys(file, f"tasks.{task}.", conf, {**TASK_KEYS, **kind_task_keys()})
@@ -226,7 +241,25 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
             else:
                 _check_type(file, f"algorithms.{name}.{key}", value, dict)
                 _check_hyperparams(file, f"algorithms.{name}.{key}.", value or {}, allowed)
+    try:
+        parse_claims(data.get("claims", []), data["tasks"], data["algorithms"], file.stem)
+    except ClaimError as exc:
+        raise SuiteError(f"{file}: {exc}") from exc
     return file, data
+
+
+def check_seed(seed: int, n_envs: int = 1) -> None:
+    """Reject a run seed whose training seeds would reach the evaluation seeds (:data:`EVAL_SEED_OFFSET`)."""
+    if seed < 0 or seed + n_envs > EVAL_SEED_OFFSET:
+        raise SuiteError(
+            f"seed {seed} with {n_envs} envs: run seeds must lie in [0, {EVAL_SEED_OFFSET - n_envs}] so that training "
+            f"seeds stay apart from the evaluation seeds ({EVAL_SEED_OFFSET} + seed onwards)"
+        )
+
+
+def eval_seed(seed: int) -> int:
+    """The seed of the first evaluation episode of the run with seed ``seed`` (disjoint from its training seeds)."""
+    return EVAL_SEED_OFFSET + seed
 
 
 def _has_data(conf: dict[str, Any]) -> bool:
@@ -288,6 +321,7 @@ def build_specs(
             default_eval_freq = task_conf.get("eval_freq", data.get("eval_freq", 5000))
             eval_freq = hyperparams.pop("eval_freq", default_eval_freq)
             for seed in seeds if seeds is not None else data.get("seeds", [0]):
+                check_seed(seed, hyperparams.get("n_envs", 1))
                 specs.append(
                     RunSpec(
                         entry=algorithms.get(name),

@@ -1,4 +1,8 @@
-"""Tables of a sweep: ``table.md`` and ``table.csv``, mean ± std over seeds."""
+"""Tables of a sweep: ``table.md`` and ``table.csv``, mean ± std over seeds of each run's score, and the claims.
+
+A run's score is the mean of its last ``k`` evaluations (the suite's ``score_last_k``,
+default 3; see :mod:`benchmarks.claims`); the best evaluation is shown, never used for a verdict.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.algorithms import BUILTIN_KINDS, kind_module
+from benchmarks.claims import DEFAULT_LAST_K, Claim, claims_section, evaluate_claim, run_score
 from benchmarks.store import write_atomic
+from benchmarks.suite import EVAL_SEED_OFFSET
 
 CSV_FIELDS = [
     "task",
@@ -24,6 +30,7 @@ CSV_FIELDS = [
     "normalized_mean",
     "normalized_std",
     "best_return_mean",
+    "final_return_mean",
     "cost_mean",
     "success_mean",
     "wall_time_s",
@@ -40,18 +47,20 @@ def _throughput(record: dict[str, Any]) -> tuple[float | None, str]:
     return None, ""
 
 
-def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, algorithm): mean and std over seeds of the final evaluation."""
+def aggregate(records: list[dict[str, Any]], last_k: int = DEFAULT_LAST_K) -> list[dict[str, Any]]:
+    """One row per (task, algorithm): mean and std over seeds of each run's score (mean of its last ``last_k`` evaluations)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         groups[(record["task"], record["algo"])].append(record)
     rows = []
     for (task, algo), group in groups.items():
         ok = [r for r in group if r.get("status") == "ok"]
-        finals = [r["final"] for r in ok]
-        returns = np.array([f["return_mean"] for f in finals])
-        normalized = np.array([f["normalized"] for f in finals if "normalized" in f])
-        success = np.array([f["success_rate"] for f in finals if f.get("success_rate") == f.get("success_rate")])
+
+        def scores(key: str, runs: list[dict[str, Any]] = ok) -> np.ndarray:
+            values = [run_score(r, last_k=last_k, key=key) for r in runs]
+            return np.array([v for v in values if v is not None])
+
+        returns, normalized, success, cost = (scores(k) for k in ("return_mean", "normalized", "success_rate", "cost_mean"))
         throughputs = [t for t, _ in map(_throughput, ok) if t is not None]
         rows.append(
             {
@@ -60,12 +69,13 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(ok),
                 "failed": len(group) - len(ok),
                 "budget": group[0]["budget"],
-                "return_mean": float(returns.mean()) if len(ok) else None,
-                "return_std": float(returns.std()) if len(ok) else None,
+                "return_mean": float(returns.mean()) if len(returns) else None,
+                "return_std": float(returns.std()) if len(returns) else None,
                 "normalized_mean": float(normalized.mean()) if len(normalized) else None,
                 "normalized_std": float(normalized.std()) if len(normalized) else None,
                 "best_return_mean": float(np.mean([r["best"]["return_mean"] for r in ok])) if ok else None,
-                "cost_mean": float(np.mean([f["cost_mean"] for f in finals])) if ok else None,
+                "final_return_mean": float(np.mean([r["final"]["return_mean"] for r in ok])) if ok else None,
+                "cost_mean": float(cost.mean()) if len(cost) else None,
                 "success_mean": float(success.mean()) if len(success) else None,
                 "wall_time_s": float(np.mean([r["wall_time_s"] for r in group])),
                 "throughput": float(np.mean(throughputs)) if throughputs else None,
@@ -76,65 +86,100 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pm(mean: float | None, std: float | None, digits: int = 1) -> str:
+def _pm(mean: float | None, std: float | None, digits: int = 1, n: int = 2) -> str:
+    """``mean ± std``; the mean alone for one seed (a spread of one run is no spread)."""
     if mean is None:
         return "—"
+    if n < 2 or std is None:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _budget_label(budget: int) -> str:
+    return f"{budget // 1000}k" if budget % 1000 == 0 else str(budget)
+
+
 def _score_table(rows: list[dict[str, Any]]) -> list[str]:
-    """D4RL style: one row per task, one column per algorithm; normalised score where known, else return."""
+    """D4RL style: one row per task, one column per algorithm; normalised score where known, else return.
+
+    A cell whose budget differs from its row's most common budget carries its own, e.g. ``(15k)``.
+    """
     algos = list(dict.fromkeys(r["algo"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cells = {(r["task"], r["algo"]): r for r in rows}
     lines = ["| task | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
     for task in tasks:
+        budgets = [r["budget"] for r in rows if r["task"] == task]
+        common = max(set(budgets), key=budgets.count)
         row = []
         for algo in algos:
             r = cells.get((task, algo))
             if r is None:
                 row.append("")
-            elif r["normalized_mean"] is not None:
-                row.append(_pm(r["normalized_mean"], r["normalized_std"]))
+                continue
+            if r["normalized_mean"] is not None:
+                cell = _pm(r["normalized_mean"], r["normalized_std"], n=r["seeds"])
             else:
-                row.append(_pm(r["return_mean"], r["return_std"]))
+                cell = _pm(r["return_mean"], r["return_std"], n=r["seeds"])
+            row.append(cell + (f" ({_budget_label(r['budget'])})" if r["budget"] != common else ""))
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     return lines
 
 
 def _detail_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| task | algorithm | seeds | budget | return | normalised | best return | wall time (s) | throughput |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | algorithm | seeds | budget | score (return) | normalised | final return | best return | wall time (s) | throughput |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         seeds = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
         speed = f"{r['throughput']:.0f} {r['throughput_unit'].replace('_per_s', '/s').replace('_', ' ')}" if r["throughput"] else "—"
         best = f"{r['best_return_mean']:.1f}" if r["best_return_mean"] is not None else "—"
+        final = f"{r['final_return_mean']:.1f}" if r["final_return_mean"] is not None else "—"
         lines.append(
-            f"| {r['task']} | {r['algo']} | {seeds} | {r['budget']} | {_pm(r['return_mean'], r['return_std'])} | "
-            f"{_pm(r['normalized_mean'], r['normalized_std'])} | {best} | {r['wall_time_s']:.0f} | {speed} |"
+            f"| {r['task']} | {r['algo']} | {seeds} | {r['budget']} | {_pm(r['return_mean'], r['return_std'], n=r['seeds'])} | "
+            f"{_pm(r['normalized_mean'], r['normalized_std'], n=r['seeds'])} | {final} | {best} | {r['wall_time_s']:.0f} | {speed} |"
         )
     return lines
 
 
-def write_tables(out_dir: Path, records: list[dict[str, Any]], header: dict[str, Any]) -> list[dict[str, Any]]:
+def _protocol(records: list[dict[str, Any]], last_k: int) -> str:
+    """What a score is: evaluations averaged, episodes per evaluation, seeds and evaluation seeds."""
+    episodes = sorted({r.get("eval_episodes") for r in records if r.get("eval_episodes")})
+    seeds = sorted({r["seed"] for r in records})
+    return (
+        f"Score of a run: the mean of its last {last_k} evaluations, {' / '.join(map(str, episodes)) or '?'} episodes each, "
+        f"on evaluation seeds {EVAL_SEED_OFFSET} + run seed onwards (disjoint from the training seeds); table: mean ± std over "
+        f"run seeds {seeds}. Normalised score (100 = reference expert, 0 = random) where the task has reference "
+        "scores, else the undiscounted return. \"best return\" is the best evaluation, shown only: no verdict uses it."
+    )
+
+
+def write_tables(
+    out_dir: Path,
+    records: list[dict[str, Any]],
+    header: dict[str, Any],
+    claims: list[Claim] | None = None,
+    last_k: int = DEFAULT_LAST_K,
+) -> list[dict[str, Any]]:
     """Write ``table.md`` and ``table.csv`` in ``out_dir``; returns the aggregated rows.
 
     :param out_dir: the sweep's folder
     :param records: the per-run records
     :param header: facts printed above the table (command, commit, seeds, budget, device, wall time)
+    :param claims: the suite's claims, tested in a "Claims" section
+    :param last_k: evaluations averaged into a run's score
     """
-    rows = aggregate(records)
+    rows = aggregate(records, last_k)
     md = [f"# {header.get('suite', 'results')}", ""]
     md += [f"- {key}: {value}" for key, value in header.items() if key != "suite"]
     md += [
         "",
-        "Final evaluation, mean ± std over seeds: normalised score (100 = reference expert, 0 = random) where the task "
-        "has reference scores, else the undiscounted return.",
+        _protocol(records, last_k),
         "",
         *_score_table(rows),
         "",
+        *claims_section([evaluate_claim(claim, records, last_k) for claim in claims or []], last_k),
         "## Runs",
         "",
         *_detail_table(rows),

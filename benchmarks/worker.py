@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 
 from benchmarks.algorithms import BUILTIN_KINDS, kind_module
 from benchmarks.checkpoint import Checkpointer
-from benchmarks.suite import RunSpec
+from benchmarks.suite import RunSpec, eval_seed
 from rlkit.common.evaluation import evaluate, normalized_score
 from rlkit.common.offline import OfflineAlgorithm
 from rlkit.data.generate import generate
@@ -201,6 +201,7 @@ def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
         "hyperparams": spec.hyperparams,
         "eval_freq": spec.eval_freq,
         "eval_episodes": spec.eval_episodes,
+        "eval_seeds": [eval_seed(spec.seed), eval_seed(spec.seed) + spec.eval_episodes - 1],
         "config_hash": spec.config_hash(),
         "versions": versions(),
         "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "torch_threads": torch_threads},
@@ -244,7 +245,7 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
     if spec.dataset is not None or spec.generate is not None:
         kwargs["dataset"] = dataset_id(spec)
     model_cls = spec.entry.load()
-    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=None)
+    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=eval_seed(spec.seed), ref_scores=None)
     callbacks: list[BaseCallback] = [recorder]
     before: dict[str, Any] = {"train_time_s": 0.0, "eval_time_s": 0.0, "wall_time_s": 0.0}
     started = time.perf_counter()

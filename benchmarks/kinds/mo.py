@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.store import write_atomic  # noqa: E402
-from benchmarks.suite import RunSpec  # noqa: E402
+from benchmarks.suite import RunSpec, eval_seed  # noqa: E402
 from benchmarks.worker import split_runner_keys  # noqa: E402
 from rlkit.cmorl import evaluate_returns  # noqa: E402
 from rlkit.common.mo_metrics import expected_utility, hypervolume, pareto_mask, sparsity  # noqa: E402
@@ -74,7 +74,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
     eval_env = make_env(spec.env, **env_kwargs)
     points = np.array(
         [
-            evaluate_returns(model.member_predictor(i), eval_env, spec.eval_episodes, eval_gamma, seed=10_000 + spec.seed)
+            evaluate_returns(model.member_predictor(i), eval_env, spec.eval_episodes, eval_gamma, seed=eval_seed(spec.seed))
             for i in range(len(archive))
         ]
     ).reshape(len(archive), -1)

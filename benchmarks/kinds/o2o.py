@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.suite import RunSpec
+from benchmarks.suite import RunSpec, eval_seed
 from benchmarks.worker import EvalRecorder, dataset_id, make_envs, reference_scores, split_runner_keys
 
 NEEDS_DATA = True
@@ -39,7 +39,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
     train_env, eval_env = make_envs(spec, runner)
     kwargs["dataset"] = dataset_id(spec)
     model = spec.entry.load()(runner.get("policy", "MlpPolicy"), train_env, seed=spec.seed, device=spec.device, **kwargs)
-    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=10_000 + spec.seed, ref_scores=None)
+    recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=eval_seed(spec.seed), ref_scores=None)
     recorder.ref_scores = reference_scores(eval_env, model)
 
     started = time.perf_counter()

@@ -1,0 +1,310 @@
+"""Claims and statistics: run scores, rliable's intervals, verdicts, the suite's Claims section and CLAIMS.md.
+
+What each test guards:
+- the three verdicts on synthetic run sets with a known effect (a flipped sign or a verdict rule off by
+  one side fails ``test_known_effects_give_the_three_verdicts``);
+- the interval is rliable's stratified bootstrap and agrees with scipy's bootstrap on the same data
+  (a CI of the wrong statistic, e.g. the mean of differences of paired runs or a std, fails);
+- a run's score is the mean of its last k evaluations, never the best (``test_run_score_*``);
+- a malformed claim is one clear error naming its key.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from benchmarks import claims as claims_module
+from benchmarks.claims import (
+    Claim,
+    ClaimError,
+    evaluate_claim,
+    interval_estimate,
+    parse_claims,
+    profile_scores,
+    run_score,
+    score_matrix,
+    verdict_of,
+)
+from benchmarks.suite import EVAL_SEED_OFFSET, SuiteError, build_specs, check_seed, load_suite
+from benchmarks.tables import write_tables
+
+TASKS = {"task-a": {"budget": 1000}, "task-b": {"budget": 1000}}
+ALGOS = {"NEW": {}, "OLD": {}}
+
+
+def record(algo: str, task: str, seed: int, values: list[float], budget: int = 1000, **final: float) -> dict:
+    """A finished run whose curve has evaluations of ``values`` at evenly spaced steps."""
+    steps = np.linspace(budget / len(values), budget, len(values)).astype(int)
+    curve = [{"step": int(s), "return_mean": float(v), "cost_mean": 0.0} for s, v in zip(steps, values, strict=True)]
+    return {
+        "algo": algo,
+        "task": task,
+        "seed": seed,
+        "budget": budget,
+        "status": "ok",
+        "curve": curve,
+        "final": {**curve[-1], **final},
+        "best": max(curve, key=lambda p: p["return_mean"]),
+        "eval_episodes": 5,
+        "wall_time_s": 1.0,
+    }
+
+
+def claim(**overrides) -> Claim:
+    entry = {
+        "id": "new-beats-old",
+        "paper": "Someone et al.",
+        "claim": "NEW reaches a higher return than OLD.",
+        "better": "NEW",
+        "baseline": "OLD",
+        "metric": "return",
+        "tasks": ["task-a"],
+        "paper_budget": 100_000,
+    }
+    entry.update(overrides)
+    return parse_claims([entry], TASKS, ALGOS, "suite")[0]
+
+
+def runs(effect: float, n: int, tasks=("task-a",), noise: float = 1.0, seed: int = 0) -> list[dict]:
+    """``n`` seeds of NEW and OLD per task; NEW's scores are OLD's distribution shifted by ``effect``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for task in tasks:
+        for s in range(n):
+            out.append(record("OLD", task, s, list(rng.normal(0.0, noise, 3))))
+            out.append(record("NEW", task, s, list(rng.normal(effect, noise, 3))))
+    return out
+
+
+def test_known_effects_give_the_three_verdicts():
+    c = claim()
+    assert evaluate_claim(c, runs(+3.0, 10)).verdict == "holds"
+    assert evaluate_claim(c, runs(-3.0, 10)).verdict == "contradicted"
+    null = evaluate_claim(c, runs(0.0, 10, seed=3))
+    assert null.verdict == "not shown"
+    assert null.ci[0] < 0 < null.ci[1]
+    strong = evaluate_claim(c, runs(+3.0, 10))
+    assert strong.poi > 0.9 and strong.poi_ci[0] > 0.5
+    assert strong.effect == pytest.approx(strong.aggregates["NEW"] - strong.aggregates["OLD"])
+
+
+def test_lower_is_better_flips_the_sign_and_the_probability():
+    c = claim(lower_is_better=True)
+    result = evaluate_claim(c, runs(-3.0, 10))
+    assert result.verdict == "holds" and result.effect > 0
+    assert result.poi > 0.9
+
+
+def test_a_threshold_claim_compares_one_arm_with_a_number():
+    data = [record("NEW", "task-a", s, [0.5 + 0.01 * s] * 3) for s in range(8)]
+    assert evaluate_claim(claim(baseline=0.2), data).verdict == "holds"
+    assert evaluate_claim(claim(baseline=0.9), data).verdict == "contradicted"
+    below = evaluate_claim(claim(baseline=0.9, lower_is_better=True), data)
+    assert below.verdict == "holds" and below.poi is None
+
+
+def test_too_few_runs_is_not_shown_with_a_reason():
+    result = evaluate_claim(claim(), runs(5.0, 1))
+    assert result.verdict == "not shown" and "fewer than 2 runs" in result.reason
+
+
+def test_the_difference_ci_agrees_with_scipy_bootstrap_on_the_same_data():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(1.0, 1.0, 12), rng.normal(0.0, 2.0, 15)
+    mean = claims_module.aggregate_fn("mean")
+    point, low, high = interval_estimate(lambda a, b: mean(a) - mean(b), x[:, None], y[:, None], reps=5000)
+    ref = stats.bootstrap(
+        (x, y), lambda a, b: a.mean() - b.mean(), n_resamples=5000, method="percentile", random_state=np.random.default_rng(0)
+    ).confidence_interval
+    assert point == pytest.approx(x.mean() - y.mean())
+    width = ref.high - ref.low
+    assert low == pytest.approx(ref.low, abs=0.1 * width) and high == pytest.approx(ref.high, abs=0.1 * width)
+
+
+def test_the_iqm_is_rliables_trimmed_mean_and_the_interval_is_reproducible():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 2))
+    iqm = claims_module.aggregate_fn("iqm")
+    assert iqm(x) == pytest.approx(stats.trim_mean(x.ravel(), 0.25))
+    assert interval_estimate(iqm, x, seed=4) == interval_estimate(iqm, x, seed=4)
+    before = np.random.get_state()[1].copy()
+    interval_estimate(iqm, x, seed=4)
+    assert np.array_equal(np.random.get_state()[1], before), "the bootstrap must not disturb numpy's global generator"
+
+
+def test_run_score_is_the_mean_of_the_last_k_evaluations_not_the_best():
+    r = record("NEW", "task-a", 0, [100.0, 1.0, 2.0, 3.0])
+    assert run_score(r) == pytest.approx(2.0)
+    assert run_score(r, last_k=1) == pytest.approx(3.0)
+    assert run_score(r, last_k=10) == pytest.approx(26.5)
+    assert run_score({**r, "status": "failed"}) is None
+
+
+def test_run_score_summaries():
+    r = record("NEW", "task-a", 0, [0.0, 10.0, 20.0, 30.0])  # steps 250, 500, 750, 1000
+    assert run_score(r, claim(summary="at", at=0.5)) == pytest.approx(10.0)
+    assert run_score(r, claim(summary="auc")) == pytest.approx(15.0)
+    for point, queries in zip(r["curve"], (5, 10, 15, 20), strict=True):  # return first >= 15 at the third point
+        point["queries"] = queries
+    assert run_score(r, claim(summary="to_target", metric="queries", target=15.0, lower_is_better=True)) == 15
+    assert run_score(r, claim(summary="to_target", metric="queries", target=99.0, lower_is_better=True)) == 20
+    r["final"]["hypervolume"] = 7.0
+    assert run_score(r, claim(metric="hypervolume")) == 7.0  # a final-only measure is read from the final point
+
+
+def test_score_matrix_keeps_the_seeds_every_task_has():
+    data = runs(1.0, 4, tasks=("task-a", "task-b"))
+    data = [r for r in data if not (r["task"] == "task-b" and r["seed"] == 3)]
+    matrix, seeds = score_matrix(data, claim(tasks=["task-a", "task-b"]), "NEW")
+    assert matrix.shape == (3, 2) and seeds == [0, 1, 2]
+
+
+def test_tasks_on_different_scales_are_scaled_so_none_dominates():
+    data = runs(+2.0, 10, tasks=("task-a",)) + [
+        {**r, "curve": [{**p, "return_mean": p["return_mean"] * 1000} for p in r["curve"]]}
+        for r in runs(-2.0, 10, tasks=("task-b",), seed=5)
+    ]
+    result = evaluate_claim(claim(tasks=["task-a", "task-b"]), data)
+    assert result.scaled
+    assert result.verdict == "not shown"  # one task for, one against: raw returns would let task-b decide
+
+
+def test_verdict_rule():
+    assert verdict_of(0.1, 2.0) == "holds"
+    assert verdict_of(-2.0, -0.1) == "contradicted"
+    assert verdict_of(-0.1, 0.1) == "not shown"
+
+
+VALID = {
+    "id": "new-beats-old",
+    "paper": "p",
+    "claim": "c",
+    "better": "NEW",
+    "baseline": "OLD",
+    "metric": "return",
+    "tasks": ["task-a"],
+    "paper_budget": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"better": "SAC"}, "'claims[0] (new-beats-old).better' names 'SAC'"),
+        ({"tasks": ["nope"]}, "'claims[0] (new-beats-old).tasks' names 'nope'"),
+        ({"metric": 3}, "'claims[0].metric' must be str"),
+        ({"colour": "red"}, "unknown key 'claims[0].colour'"),
+        ({"paper_budget": -1}, "'claims[0] (new-beats-old).paper_budget' must be positive"),
+        ({"paper_budget": {"task-b": 5}}, "'claims[0] (new-beats-old).paper_budget' has no budget for task-a"),
+        ({"summary": "at"}, "'claims[0] (new-beats-old).at' must be a share of the budget"),
+        ({"summary": "to_target"}, "'claims[0] (new-beats-old).target' is missing"),
+        ({"aggregate": "median"}, "'claims[0] (new-beats-old).aggregate' must be one of iqm, mean"),
+        ({"baseline": "NEW"}, "'claims[0] (new-beats-old).baseline' equals 'better'"),
+        ({"lower_is_better": "yes"}, "'claims[0].lower_is_better' must be bool"),
+    ],
+)
+def test_a_malformed_claim_is_one_error_naming_the_key(change, message):
+    with pytest.raises(ClaimError) as info:
+        parse_claims([{**VALID, **change}], TASKS, ALGOS)
+    assert message in str(info.value), str(info.value)
+
+
+def test_a_suite_with_a_malformed_claim_fails_to_load_naming_file_and_key(tmp_path):
+    suite = {
+        "tasks": {"toy/reach-v0": {"budget": 100}},
+        "algorithms": {"PPO": {"default": {}}, "SAC": {"default": {}}},
+        "claims": [{**VALID, "better": "SAC", "baseline": "TD3", "tasks": ["toy/reach-v0"]}],
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(SuiteError) as info:
+        load_suite(str(path))
+    assert str(path) in str(info.value) and "'claims[0] (new-beats-old).baseline' names 'TD3'" in str(info.value)
+
+
+def test_missing_required_key_is_named():
+    with pytest.raises(ClaimError, match=r"'claims\[0\].paper_budget' is missing"):
+        parse_claims([{"id": "a", "paper": "p", "claim": "c", "better": "NEW", "baseline": "OLD", "metric": "return", "tasks": ["task-a"]}], TASKS, ALGOS)
+
+
+def test_training_seeds_stay_apart_from_evaluation_seeds(tmp_path):
+    check_seed(0, 8)
+    with pytest.raises(SuiteError, match="evaluation seeds"):
+        check_seed(EVAL_SEED_OFFSET - 2, 4)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"tasks": {"toy/reach-v0": {"budget": 100}}, "algorithms": {"PPO": {"default": {}}}}))
+    with pytest.raises(SuiteError, match="evaluation seeds"):
+        build_specs(str(path), seeds=[EVAL_SEED_OFFSET])
+
+
+def test_table_gets_a_claims_section_and_the_protocol(tmp_path):
+    data = runs(+3.0, 6)
+    c = claim()
+    write_tables(tmp_path, data, {"suite": "s"}, [c], last_k=3)
+    md = (tmp_path / "table.md").read_text()
+    assert "## Claims" in md and "**holds**" in md and "new-beats-old" in md
+    assert "mean of its last 3 evaluations, 5 episodes each" in md
+    assert "1.00%" in md  # 1000 of the paper's 100k steps
+
+
+def test_one_seed_shows_no_spread_and_mixed_budgets_are_marked(tmp_path):
+    data = [record("NEW", "task-a", 0, [1.0, 2.0, 3.0]), record("OLD", "task-a", 0, [1.0], budget=500)]
+    data.append(record("OTHER", "task-a", 0, [4.0]))
+    write_tables(tmp_path, data, {"suite": "s"})
+    md = (tmp_path / "table.md").read_text()
+    assert "± 0.0" not in md
+    assert "| task-a | 2.0 | 1.0 (500) | 4.0 |" in md
+
+
+def test_profile_scores_scale_returns_per_task():
+    data = runs(1.0, 3, tasks=("task-a", "task-b"))
+    matrices, label = profile_scores(data)
+    assert set(matrices) == {"NEW", "OLD"} and matrices["NEW"].shape == (3, 2)
+    both = np.concatenate(list(matrices.values()))
+    assert both.min(axis=0) == pytest.approx([0, 0]) and both.max(axis=0) == pytest.approx([1, 1])
+    assert "min-max" in label
+
+
+def test_claims_command_writes_claims_md_from_the_suites_runs(tmp_path):
+    suite = {
+        "tasks": {"toy/reach-v0": {"budget": 1000}},
+        "algorithms": {"PPO": {"default": {}}, "SAC": {"default": {}}},
+        "claims": [
+            {
+                "id": "sac-beats-ppo",
+                "paper": "Haarnoja et al. 2018",
+                "claim": "SAC reaches a higher return than PPO.",
+                "better": "SAC",
+                "baseline": "PPO",
+                "metric": "return",
+                "tasks": ["toy/reach-v0"],
+                "paper_budget": 1_000_000,
+            }
+        ],
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    folder = tmp_path / "results" / "mine" / "runs"
+    folder.mkdir(parents=True)
+    for r in runs(+3.0, 5):
+        r = {**r, "algo": {"NEW": "SAC", "OLD": "PPO"}[r["algo"]], "task": "toy/reach-v0"}
+        (folder / f"{r['algo']}__{r['seed']}.json").write_text(json.dumps(r))
+    out = tmp_path / "CLAIMS.md"
+    assert claims_module.main(["--results", str(tmp_path / "results"), "--suites", str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| Haarnoja et al. 2018 | sac-beats-ppo" in text and "**holds**" in text and "0.10%" in text
+    assert "1 holds, 0 contradicted, 0 not shown" in text
+
+
+def test_every_declared_claim_of_the_shipped_suites_parses():
+    from benchmarks.suite import SUITES_DIR
+
+    for path in sorted(SUITES_DIR.glob("*.yaml")):
+        _, data = load_suite(str(path))
+        for c in parse_claims(data.get("claims", []), data["tasks"], data["algorithms"]):
+            assert c.paper and c.claim.endswith(".")
+    assert Path(SUITES_DIR).is_dir()
