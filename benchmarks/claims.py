@@ -17,7 +17,8 @@ A suite declares the claims it tests under ``claims:``::
         summary: last                       # last (default), auc, at, to_target
         at: 0.25                            # summary "at": the first evaluation at >= this share of the budget
         target: -20.0                       # summary "to_target": the metric at the first evaluation whose
-        target_metric: return               #   target_metric reaches target (the last one if none does)
+        target_metric: return               #   target_metric reaches target (the last one if none does);
+                                            #   a number, or a mapping task -> number
         budget_key: online_budget           # the task key our budget is read from (default: the run's budget)
         note: what the reader must know     # shown beside the verdict
 
@@ -83,7 +84,7 @@ OPTIONAL_KEYS = {
     "lower_is_better": bool,
     "summary": str,
     "at": (int, float),
-    "target": (int, float),
+    "target": (int, float, dict),
     "target_metric": str,
     "budget_key": str,
     "note": str,
@@ -119,7 +120,7 @@ class Claim:
     lower_is_better: bool = False
     summary: str = "last"
     at: float | None = None
-    target: float | None = None
+    target: float | dict[str, float] | None = None
     target_metric: str = "return_mean"
     budget_key: str | None = None
     note: str = ""
@@ -137,6 +138,11 @@ class Claim:
     def arms(self) -> list[str]:
         """The algorithms the claim compares (one for a threshold claim)."""
         return [self.better] if self.threshold is not None else [self.better, str(self.baseline)]
+
+    def target_of(self, task: str) -> float:
+        """The value the ``to_target`` summary waits for on ``task``."""
+        assert self.target is not None
+        return float(self.target[task]) if isinstance(self.target, dict) else float(self.target)
 
     def paper_budget_of(self, task: str) -> float:
         """The paper's budget on ``task``."""
@@ -211,6 +217,10 @@ def parse_claims(entries: Any, tasks: dict[str, Any], algorithms: dict[str, Any]
             raise ClaimError(f"'{where}.at' must be a share of the budget in (0, 1] when summary is 'at'")
         if summary == "to_target" and "target" not in entry:
             raise ClaimError(f"'{where}.target' is missing: summary 'to_target' needs the value to reach")
+        if isinstance(entry.get("target"), dict):
+            missing = [task for task in entry["tasks"] if task not in entry["target"]]
+            if missing:
+                raise ClaimError(f"'{where}.target' has no value for {', '.join(missing)}")
         budget_key = entry.get("budget_key")
         if budget_key is not None:
             for task in entry["tasks"]:
@@ -282,11 +292,11 @@ def run_score(record: dict[str, Any], claim: Claim | None = None, last_k: int = 
         assert claim.at is not None
         reach = claim.at * float(record["budget"])
         return next((value for step, value in curve if step >= reach), curve[-1][1])
-    assert claim.target is not None
+    target = claim.target_of(record["task"])
     signs = _values(record.get("curve") or [], claim.target_metric)
     by_step = dict(curve)
     for step, value in signs:
-        if value >= claim.target and step in by_step:
+        if value >= target and step in by_step:
             return by_step[step]
     return curve[-1][1]
 
@@ -461,7 +471,8 @@ def _describe(claim: Claim) -> str:
     elif claim.summary == "at":
         summary = f", at {claim.at:.0%} of the budget"
     elif claim.summary == "to_target":
-        summary = f", at the first evaluation reaching {claim.target_metric} {claim.target:g}"
+        target = ", ".join(f"{k} {v:g}" for k, v in claim.target.items()) if isinstance(claim.target, dict) else f"{claim.target:g}"
+        summary = f", at the first evaluation reaching {claim.target_metric} {target}"
     else:
         summary = ""
     direction = ", lower is better" if claim.lower_is_better else ""
@@ -477,10 +488,10 @@ def claims_section(results: list[ClaimResult], last_k: int = DEFAULT_LAST_K) -> 
         "",
         f"Each run's score is the mean of its last {last_k} evaluations (evaluation seeds disjoint from training). "
         "Effect: difference of the arms' aggregates, positive when it favours the claim; 95% CI from rliable's stratified "
-        "bootstrap over runs; P(better > baseline) is rliable's probability of improvement. Verdict: holds (CI above 0), "
+        "bootstrap over runs; P(improvement) is rliable's probability of improvement (that a run of the better arm beats one of the baseline, in the claim's direction). Verdict: holds (CI above 0), "
         "contradicted (CI below 0), not shown (CI spans 0). Budget: ours as a share of the paper's.",
         "",
-        "| claim | paper | better vs baseline | metric | runs | effect | 95% CI | P(better > baseline) | budget | verdict |",
+        "| claim | paper | better vs baseline | metric | runs | effect | 95% CI | P(improvement) | budget | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -606,20 +617,23 @@ def claims_markdown(rows: list[tuple[ClaimResult, str]], command: str, commit: s
         "",
         f"- command: `{command}`",
         f"- commit: {commit}",
-        f"- verdicts: {counts['holds']} holds, {counts['contradicted']} contradicted, {counts['not shown']} not shown",
+        f"- verdicts: {counts['holds']} holds, {counts['contradicted']} contradicted, {counts['not shown']} not shown "
+        f"({sum(not any(r.runs.values()) for r, _ in rows)} of them not yet run)",
         "",
         "Every claim a suite declares, tested on that suite's finished runs. A run's score is the mean of its last k "
         "evaluations (the suite's `score_last_k`, default 3) on evaluation seeds disjoint from training. Effect: "
         "difference of the arms' IQMs (or means), positive when it favours the claim, with a 95% stratified-bootstrap "
-        "CI (rliable); P(better > baseline) is rliable's probability of improvement. **holds**: the CI lies above 0; "
+        "CI (rliable); P(improvement) is rliable's probability of improvement (that a run of the better arm beats one of the baseline, in the claim's direction). **holds**: the CI lies above 0; "
         "**contradicted**: below 0; **not shown**: it spans 0, or an arm has fewer than 2 runs. Budget: ours as a share "
         "of the paper's; at a small share a verdict says what the method does early in training, not what the paper "
         "measured. Details and per-task means: each suite's `table.md`.",
         "",
-        "| paper | claim | suite | better vs baseline | metric | runs | effect | 95% CI | P(better > baseline) | budget | verdict |",
+        "| paper | claim | suite | better vs baseline | metric | runs | effect | 95% CI | P(improvement) | budget | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r, folder in sorted(rows, key=lambda item: (item[0].claim.paper, item[0].claim.suite, item[0].claim.id)):
+    measured = [(r, folder) for r, folder in rows if any(r.runs.values())]
+    waiting = [(r, folder) for r, folder in rows if not any(r.runs.values())]
+    for r, folder in sorted(measured, key=lambda item: (item[0].claim.paper, item[0].claim.suite, item[0].claim.id)):
         c = r.claim
         runs = " / ".join(str(r.runs.get(arm, 0)) for arm in c.arms())
         poi = "—" if r.poi is None else f"{_fmt(r.poi, 2)} {_ci(r.poi_ci)}"
@@ -630,6 +644,9 @@ def claims_markdown(rows: list[tuple[ClaimResult, str]], command: str, commit: s
             f"{_describe(c)}{' (scaled per task)' if r.scaled else ''} | {runs} | {_fmt(r.effect)} | {_ci(r.ci)} | {poi} | "
             f"{budget} | {verdict} |"
         )
+    if waiting:
+        lines += ["", "Declared in suites that have no finished runs yet (verdict: not shown):", ""]
+        lines += [f"- {r.claim.paper}, `{r.claim.suite}`: {r.claim.id}: {r.claim.claim}" for r, _ in waiting]
     return "\n".join(lines) + "\n"
 
 
