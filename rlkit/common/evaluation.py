@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 
 @dataclass
@@ -57,7 +57,13 @@ def evaluate(
     must have ``training=False``; its observation statistics are used and the
     original rewards are reported).
 
-    :param model: any SB3 model (or anything with ``predict(obs, deterministic=...)``)
+    Each step calls ``model.predict(obs, state=state, episode_start=episode_start,
+    deterministic=...)`` with SB3's recurrent signature: ``state`` is what the previous
+    call returned and ``episode_start`` is true at the first step of each episode, so a
+    history-conditioned policy (a sequence model, a recurrent policy) starts every
+    episode afresh.
+
+    :param model: any SB3 model (or anything with SB3's ``predict(obs, state, episode_start, deterministic)``)
     :param env: the evaluation environment
     :param n_episodes: number of complete episodes
     :param deterministic: act with the deterministic policy
@@ -92,9 +98,11 @@ def _run_episode(
         return _run_vec_episode(model, env, deterministic, seed)
     obs, _ = env.reset(seed=seed)
     ret, cost, length, success = 0.0, 0.0, 0, None
+    state, episode_start = None, np.ones((1,), dtype=bool)
     done = False
     while not done:
-        action, _ = model.predict(obs, deterministic=deterministic)
+        action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        episode_start = np.zeros((1,), dtype=bool)
         obs, reward, terminated, truncated, info = env.step(action)
         ret += float(np.sum(reward))
         cost += float(info.get("cost", 0.0))
@@ -114,8 +122,10 @@ def _run_vec_episode(
         env.seed(seed)
     obs = env.reset()
     ret, cost, length, success = 0.0, 0.0, 0, None
+    state, episode_start = None, np.ones((env.num_envs,), dtype=bool)
     while True:
-        action, _ = model.predict(obs, deterministic=deterministic)
+        action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        episode_start = np.zeros((env.num_envs,), dtype=bool)
         obs, reward, dones, infos = env.step(action)
         if isinstance(env, VecNormalize):
             reward = env.get_original_reward()
@@ -126,3 +136,73 @@ def _run_vec_episode(
         length += 1
         if dones[0]:
             return ret, cost, length, success
+
+
+def reference_scores_of(model: Any, env: gym.Env | VecEnv) -> tuple[float, float] | None:
+    """``(ref_min, ref_max)`` of the model (an offline model's dataset), else of the env, else ``None``.
+
+    :param model: the model (``ref_min_score`` / ``ref_max_score`` attributes, where it has them)
+    :param env: the evaluation env (its unwrapped env's ``ref_min_score`` / ``ref_max_score``)
+    """
+    base: Any = env
+    if isinstance(env, VecEnv):
+        base = env.unwrapped.envs[0] if isinstance(env.unwrapped, DummyVecEnv) else None
+    for owner in (model, getattr(base, "unwrapped", None)):
+        ref_min, ref_max = getattr(owner, "ref_min_score", None), getattr(owner, "ref_max_score", None)
+        if ref_min is not None and ref_max is not None:
+            return float(ref_min), float(ref_max)
+    return None
+
+
+def evaluate_model(
+    model: BaseAlgorithm,
+    env: gym.Env | VecEnv | str | None = None,
+    n_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Roll out a model and report the return and, with reference scores, the normalised score.
+
+    What ``model.evaluate(...)`` does for every rlkit algorithm, online and offline.
+
+    :param model: the model
+    :param env: evaluation env or id (default: the model's env; pass a separate one to keep
+        the training env's episodes and normalisation statistics untouched)
+    :param n_episodes: number of episodes
+    :param deterministic: act with the deterministic policy
+    :param seed: seed of the first episode (episode ``i`` uses ``seed + i``)
+    :return: :class:`EvalResult` as a dict, plus ``normalized_score`` and ``normalized_score_std``
+        when the model or the env has reference scores
+    """
+    if isinstance(env, str):
+        from rlkit.envs import make_env
+
+        env = make_env(env)
+    env = env if env is not None else model.get_env()
+    if env is None:
+        raise ValueError(f"{type(model).__name__}.evaluate needs an env: pass env= or build the model with one")
+    result = evaluate(model, env, n_episodes=n_episodes, deterministic=deterministic, seed=seed).to_dict()
+    scores = reference_scores_of(model, env)
+    if scores is not None:
+        normalized = normalized_score(np.asarray(result["episode_returns"]), *scores)
+        result["normalized_score"] = float(np.mean(normalized))
+        result["normalized_score_std"] = float(np.std(normalized))
+    return result
+
+
+class EvaluateMixin:
+    """Gives an SB3 algorithm ``evaluate(env, n_episodes, deterministic, seed)`` (:func:`evaluate_model`)."""
+
+    def evaluate(
+        self, env: gym.Env | VecEnv | str | None = None, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None
+    ) -> dict[str, Any]:
+        """Roll out the policy and report the return and, with reference scores, the normalised score.
+
+        :param env: evaluation env or id (by default the model's env)
+        :param n_episodes: number of episodes
+        :param deterministic: act with the deterministic policy
+        :param seed: seed of the first episode (episode ``i`` uses ``seed + i``)
+        :return: :class:`EvalResult` as a dict, plus ``normalized_score`` and ``normalized_score_std``
+            when the reference scores are known
+        """
+        return evaluate_model(self, env, n_episodes=n_episodes, deterministic=deterministic, seed=seed)  # type: ignore[arg-type]
