@@ -7,8 +7,9 @@ from rlkit.data import load_dataset
 from rlkit.envs import make_env
 from rlkit.famo2o import FamO2O, IQLO2O
 from rlkit.fisor import FISOR
-from rlkit.iql import IQL
+from rlkit.iql import IQL, IQLBT
 from rlkit.mdpo import MDPO, MDPOOff
+from rlkit.oppo import OPPO
 from rlkit.parl import PARL
 from rlkit.pebble import PEBBLE
 from rlkit.pmoe import PMOEPPO, PMOESAC
@@ -16,4 +17,4 @@ from rlkit.td3bc import TD3BC
 
 __version__ = "0.1.0"
 
-__all__ = ["A2PR", "BC", "CMORL", "FISOR", "FamO2O", "IQLO2O", "IQL", "MDPO", "PARL", "PEBBLE", "PMOEPPO", "PMOESAC", "TD3BC", "MDPOOff", "__version__", "load_dataset", "make_env"]
+__all__ = ["A2PR", "BC", "CMORL", "FISOR", "FamO2O", "IQLO2O", "IQL", "IQLBT", "MDPO", "OPPO", "PARL", "PEBBLE", "PMOEPPO", "PMOESAC", "TD3BC", "MDPOOff", "__version__", "load_dataset", "make_env"]

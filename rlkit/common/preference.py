@@ -679,3 +679,34 @@ def preference_accuracy(prob_second: np.ndarray, targets: np.ndarray) -> float:
         return float("nan")
     predicted = np.asarray(prob_second)[strict] > 0.5
     return float(np.mean(predicted == (np.asarray(targets)[strict] == 1.0)))
+
+
+def resolve_pool(
+    dataset: OfflineDataset,
+    preference_pool: PreferencePool | None,
+    n_labels: int | None,
+    label_mode: str,
+    segment_length: int,
+    horizon: int,
+    pool_seed: int,
+    teacher: str | dict,
+    pool_dir: str | os.PathLike | None,
+) -> PreferencePool | None:
+    """The label pool a method trains on: the one given, the cached one of these settings, or ``None`` (no budget).
+
+    :param dataset: the offline dataset
+    :param preference_pool: a pool to use as is (checked against ``dataset``)
+    :param n_labels: N_q; ``None`` without ``preference_pool`` means no fixed pool
+    :param label_mode: ``window`` or ``foresee``
+    :param segment_length: steps per segment
+    :param horizon: steps of the ``foresee`` score
+    :param pool_seed: seed of the pool
+    :param teacher: the scripted teacher (preset name or dict)
+    :param pool_dir: cache folder of pools
+    """
+    if preference_pool is not None:
+        preference_pool.check_dataset(dataset)
+        return preference_pool
+    if n_labels is None:
+        return None
+    return load_or_create_pool(dataset, n_labels, label_mode, pool_seed, segment_length, horizon, teacher, pool_dir)
