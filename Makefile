@@ -5,7 +5,7 @@ VENV ?= .venv
 # A CPU machine takes torch==2.13.0 from a local wheel; on a CUDA machine set e.g.
 # TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,distributed
+EXTRAS ?= test,distributed,tensorboard,video
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(EXTRAS)
 

@@ -114,6 +114,61 @@ class EvalRecorder(BaseCallback):
         self.eval_time += time.perf_counter() - start
 
 
+class ProgressReporter(BaseCallback):
+    """Send ``(run_id, steps, budget, last evaluation return)`` to the driver's progress bars.
+
+    At most one message every ``interval`` seconds, and one at the end; a driver that went
+    away never stops the run.
+
+    :param send: puts one message on the driver's queue
+    :param run_id: the run's identifier
+    :param budget: the run's total steps (env steps online, gradient steps offline)
+    :param recorder: the run's evaluations (the last return is shown)
+    :param interval: seconds between messages
+    """
+
+    def __init__(self, send: Callable[[tuple], Any], run_id: str, budget: int, recorder: EvalRecorder, interval: float = 0.5):
+        super().__init__()
+        self.send, self.run_id, self.budget, self.recorder, self.interval = send, run_id, budget, recorder, interval
+        self.last_sent = -float("inf")
+
+    def _on_step(self) -> bool:
+        if time.monotonic() - self.last_sent >= self.interval:
+            self.report()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.report()
+
+    def report(self) -> None:
+        """Send the current progress now."""
+        self.last_sent = time.monotonic()
+        last = self.recorder.curve[-1]["return_mean"] if self.recorder.curve else None
+        try:
+            self.send((self.run_id, int(self.num_timesteps), self.budget, last))
+        except Exception:  # noqa: BLE001  progress is best effort: a closed queue must not fail the run
+            self.send = lambda message: None
+
+
+#: where :class:`ProgressReporter` sends the progress of the run this process executes (set by :func:`run_one`)
+_progress_queue: Any = None
+
+
+def save_model(model: BaseAlgorithm, directory: Path) -> Path:
+    """Save a trained model as ``directory/model.zip``, with ``vecnormalize.pkl`` where it normalises its env.
+
+    :param model: the trained model
+    :param directory: the run's model folder
+    :return: the path of the zip
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.zip")
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        vec_normalize.save(str(directory / "vecnormalize.pkl"))
+    return directory / "model.zip"
+
+
 def dataset_id(spec: RunSpec) -> str | None:
     """The dataset of an offline run: its ``dataset``, or the id that ``generate`` writes (generated once, locked)."""
     if spec.generate is None:
@@ -209,14 +264,18 @@ def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
     }
 
 
-def run_one(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
+def run_one(spec: RunSpec, torch_threads: int = 1, progress: Any = None) -> dict[str, Any]:
     """Train and evaluate one run; never raises: a failure is reported with its traceback.
 
     :param spec: the run (with ``checkpoint_dir`` and ``checkpoint_every`` set, it resumes
-        from its last checkpoint and saves new ones)
+        from its last checkpoint and saves new ones; ``meta["model_dir"]`` saves the trained
+        model there, ``meta["tensorboard_log"]`` logs to tensorboard there)
     :param torch_threads: ``torch.set_num_threads`` for this run
+    :param progress: a queue (``put_nowait``) for the driver's progress bars, or ``None``
     :return: the result record (``status`` is ``"ok"`` or ``"failed"``)
     """
+    global _progress_queue
+    _progress_queue = progress
     th.set_num_threads(torch_threads)
     record = base_record(spec, torch_threads)
     start = time.perf_counter()
@@ -265,6 +324,10 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
         )
         callbacks.append(checkpointer)
         resumed = checkpointer.latest()
+    if _progress_queue is not None:
+        callbacks.append(ProgressReporter(_progress_queue.put_nowait, spec.run_id, spec.budget, recorder))
+    if spec.meta.get("tensorboard_log"):
+        kwargs["tensorboard_log"] = spec.meta["tensorboard_log"]
     if resumed is None:
         model = model_cls(runner.get("policy", "MlpPolicy"), train_env, seed=spec.seed, device=spec.device, **kwargs)
     else:
@@ -276,8 +339,13 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
     recorder.ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
     steps_before = model.num_timesteps
     started = time.perf_counter()
-    model.learn(spec.budget - steps_before, callback=CallbackList(callbacks), reset_num_timesteps=resumed is None)
+    model.tensorboard_log = kwargs.get("tensorboard_log", model.tensorboard_log)
+    model.learn(
+        spec.budget - steps_before, callback=CallbackList(callbacks), reset_num_timesteps=resumed is None, tb_log_name=spec.run_id
+    )
     train_time = time.perf_counter() - started - recorder.eval_time
+    if spec.meta.get("model_dir"):
+        save_model(model, Path(spec.meta["model_dir"]))
     if checkpointer is not None:
         checkpointer.clear()
     unit = "grad_steps_per_s" if isinstance(model, OfflineAlgorithm) else "env_steps_per_s"

@@ -75,11 +75,11 @@ def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
     real_run_one = run_module.run_one
     calls = []
 
-    def interrupt_after_first(spec, threads):
+    def interrupt_after_first(spec, threads, progress=None):
         if calls:
             raise KeyboardInterrupt
         calls.append(spec.run_id)
-        return real_run_one(spec, threads)
+        return real_run_one(spec, threads, progress)
 
     monkeypatch.setattr(run_module, "run_one", interrupt_after_first)
     with pytest.raises(KeyboardInterrupt):
@@ -90,7 +90,7 @@ def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
 
     resumed = []
     monkeypatch.setattr(
-        run_module, "run_one", lambda spec, threads: resumed.append(spec.run_id) or real_run_one(spec, threads)
+        run_module, "run_one", lambda spec, *args: resumed.append(spec.run_id) or real_run_one(spec, *args)
     )
     assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
     assert calls[0] not in resumed and len(resumed) == 3
@@ -229,3 +229,102 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, expected):
     finally:
         os.umask(previous)
     assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {expected}
+
+
+ONE_SAC_RUN = {**TINY_SUITE, "seeds": [0], "algorithms": {"SAC": TINY_SUITE["algorithms"]["SAC"]}}
+
+
+def test_default_output_is_runs_and_the_summary_compares_with_the_reference(tmp_path, monkeypatch, capsys):
+    """Without --out a sweep goes to runs/<suite>/; the printed table sits beside results/<suite>/ when it exists."""
+    monkeypatch.chdir(tmp_path)
+    suite = write_suite(tmp_path, ONE_SAC_RUN)
+    assert main(["--suite", str(suite), "--workers", "1"]) == 0
+    assert (tmp_path / "runs" / "suite" / "table.csv").is_file() and not (tmp_path / "results").exists()
+    err = capsys.readouterr().err
+    assert "toy/reach-v0" in err and "SAC" in err and f"Files in {Path('runs') / 'suite'}/" in err
+    assert "No committed reference for suite" in err
+
+    # a committed reference with a lower score: the summary shows it and the difference
+    reference = tmp_path / "results" / "suite"
+    reference.mkdir(parents=True)
+    rows = list(csv.DictReader((tmp_path / "runs" / "suite" / "table.csv").open()))
+    rows[0]["normalized_mean"] = str(float(rows[0]["normalized_mean"]) - 10.0)
+    with (reference / "table.csv").open("w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["--suite", str(suite), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"reference: the committed {Path('results') / 'suite'}/table.csv" in err and "+10.0" in err
+    # republishing into results/ is explicit, and then there is nothing to compare with
+    assert main(["--suite", str(suite), "--workers", "1", "--out", "results/suite"]) == 0
+    assert (reference / "runs" / "SAC__toy-reach-v0__seed0.json").is_file()
+    assert "reference: the committed" not in capsys.readouterr().err
+
+
+def test_runs_keep_their_models(tmp_path):
+    suite = write_suite(tmp_path, {**TINY_SUITE, "seeds": [0], "algorithms": {
+        "SAC": TINY_SUITE["algorithms"]["SAC"],
+        "PPO": {"default": {**TINY_SUITE["algorithms"]["PPO"]["default"], "normalize": True}},
+    }})
+    out = tmp_path / "out"
+    assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
+    for algo in ("SAC", "PPO"):
+        record = json.loads((out / "runs" / f"{algo}__toy-reach-v0__seed0.json").read_text())
+        assert record["model"] == f"models/{algo}__toy-reach-v0__seed0/model.zip" and "model_dir" not in record
+        assert (out / record["model"]).is_file()
+    assert (out / "models" / "PPO__toy-reach-v0__seed0" / "vecnormalize.pkl").is_file()
+    assert not (out / "models" / "SAC__toy-reach-v0__seed0" / "vecnormalize.pkl").exists()
+
+
+def test_adhoc_run_without_a_suite_uses_the_algorithms_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--algo", "SAC", "--env", "toy/reach-v0", "--budget", "300", "--seeds", "0", "--workers", "1"]
+    assert main([*argv, "--hyperparams", "learning_starts:100", "policy_kwargs:{net_arch: [16]}"]) == 0
+    record = json.loads((tmp_path / "runs" / "adhoc" / "runs" / "SAC__toy-reach-v0__seed0.json").read_text())
+    assert record["hyperparams"] == {"learning_starts": 100, "policy_kwargs": {"net_arch": [16]}}
+    assert record["budget"] == 300 and [p["step"] for p in record["curve"]] == list(range(30, 301, 30))
+    assert record["suite"] == "adhoc" and record["command"].startswith("python -m benchmarks.run --algo SAC")
+
+
+ADHOC_ERRORS = [
+    (["--algo", "NOPE", "--env", "toy/reach-v0"], "--algo: unknown algorithm 'NOPE'; registered: A2PR"),
+    (["--algo", "SAC"], "needs both --algo and --env"),
+    (["--algo", "SAC", "--env", "Hoper-v5"], "Closest known ids: Hopper-v5"),
+    (["--algo", "BC", "--env", "toy/reach-v0"], "--algo BC learns from a dataset: add --dataset ID"),
+    (["--algo", "CMORL", "--env", "mo/mo-hopper-2obj-v5"], "--algo CMORL needs the task keys ref_point"),
+    (["--algo", "SAC", "--env", "toy/reach-v0", "--hyperparams", "lr:1"], "unknown hyperparameter 'algorithms.SAC.default.lr'"),
+    (["--algo", "SAC", "--env", "toy/reach-v0", "--hyperparams", "gamma"], "write KEY:VALUE"),
+    (["--algo", "SAC", "--env", "toy/reach-v0", "--suite", "quick"], "drop --suite"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), ADHOC_ERRORS)
+def test_adhoc_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_progress_bars_follow_each_run(tmp_path, monkeypatch, workers):
+    """Every run reports its steps and last evaluation to a bar of its own, in-process and from a process pool."""
+    messages = []
+    real_update = run_module.ProgressBoard.update
+    monkeypatch.setattr(
+        run_module.ProgressBoard, "update", lambda self, *message: messages.append(message) or real_update(self, *message)
+    )
+    suite = write_suite(tmp_path, {**ONE_SAC_RUN, "seeds": [0, 1]})
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", workers]) == 0
+    assert {m[0] for m in messages} == {"SAC__toy-reach-v0__seed0", "SAC__toy-reach-v0__seed1"}
+    for run_id in ("SAC__toy-reach-v0__seed0", "SAC__toy-reach-v0__seed1"):
+        last = [m for m in messages if m[0] == run_id][-1]
+        assert last[1:3] == (400, 400) and last[3] is not None, "the final message: all steps, with the last evaluation"
+
+
+def test_tensorboard_logs_every_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    suite = write_suite(tmp_path, ONE_SAC_RUN)
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1", "--tensorboard", str(tmp_path / "tb")]) == 0
+    assert list((tmp_path / "tb" / "SAC__toy-reach-v0__seed0_1").glob("events.out.tfevents.*"))

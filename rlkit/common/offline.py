@@ -30,7 +30,7 @@ class GradientStepProgressBar(ProgressBarCallback):
         return True
 
 
-class OfflineAlgorithm(BaseAlgorithm):
+class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
     """Base class of algorithms trained from an offline dataset.
 
     ``learn(n)`` runs ``n`` gradient steps: ``num_timesteps`` counts gradient
@@ -285,28 +285,6 @@ class OfflineAlgorithm(BaseAlgorithm):
                 "and model.ref_max_score (D4RL's: rlkit.data.scores.d4rl_ref_scores)"
             )
         return evaluation.normalized_score(episode_return, self.ref_min_score, self.ref_max_score)
-
-    def evaluate(
-        self, env: GymEnv | None = None, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None
-    ) -> dict[str, Any]:
-        """Roll out the policy and report the return and, with reference scores, the normalised score.
-
-        :param env: evaluation env (by default the model's env)
-        :param n_episodes: number of episodes
-        :param deterministic: act with the deterministic policy
-        :param seed: seed of the first episode (episode ``i`` uses ``seed + i``)
-        :return: :class:`~rlkit.common.evaluation.EvalResult` as a dict, plus ``normalized_score``
-            and ``normalized_score_std`` when the reference scores are known
-        """
-        env = env if env is not None else self.env
-        if env is None:
-            raise ValueError(f"{type(self).__name__}.evaluate needs an env: pass env= or build the model with one")
-        result = evaluation.evaluate(self, env, n_episodes=n_episodes, deterministic=deterministic, seed=seed).to_dict()
-        if self.ref_min_score is not None and self.ref_max_score is not None:
-            scores = self.normalized_score(np.asarray(result["episode_returns"]))
-            result["normalized_score"] = float(np.mean(scores))
-            result["normalized_score_std"] = float(np.std(scores))
-        return result
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "dataset"]

@@ -30,16 +30,22 @@ class PointReachEnv(gym.Env):
     :param max_episode_steps: steps before truncation
     :param max_speed: distance covered per step at full action
     :param goal_radius: distance under which ``info["success"]`` is 1
+    :param render_mode: ``"rgb_array"`` draws the square (goal green, point blue) as a 96 x 96 image
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
     #: mean return of a uniformly random policy (seeds 0-999)
     ref_min_score = -52.6
     #: mean return of :meth:`expert_action` (seeds 0-999)
     ref_max_score = -5.1
 
-    def __init__(self, max_episode_steps: int = 50, max_speed: float = 0.1, goal_radius: float = 0.05) -> None:
+    def __init__(
+        self, max_episode_steps: int = 50, max_speed: float = 0.1, goal_radius: float = 0.05, render_mode: str | None = None
+    ) -> None:
         super().__init__()
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self.max_speed = max_speed
         self.goal_radius = goal_radius
@@ -66,6 +72,17 @@ class PointReachEnv(gym.Env):
         dist = float(np.linalg.norm(self._goal - self._pos))
         truncated = self._t >= self.max_episode_steps
         return self._obs(), -dist, False, truncated, {"success": float(dist < self.goal_radius)}
+
+    def render(self, size: int = 96) -> np.ndarray | None:
+        """An RGB frame of the square: the goal (green, its success radius at least 2 pixels) and the point (blue)."""
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.full((size, size, 3), 255, dtype=np.uint8)
+        rows, cols = np.mgrid[0:size, 0:size]
+        for center, radius, colour in ((self._goal, max(self.goal_radius, 0.04), (40, 160, 60)), (self._pos, 0.05, (30, 80, 200))):
+            x, y = (center[0] + 1) / 2 * (size - 1), (1 - center[1]) / 2 * (size - 1)
+            frame[(cols - x) ** 2 + (rows - y) ** 2 <= (radius / 2 * (size - 1)) ** 2] = colour
+        return frame
 
     def get_state(self) -> np.ndarray:
         """The simulator state ``(x, y, goal_x, goal_y)``; the step counter is episode bookkeeping, not state."""

@@ -23,6 +23,7 @@ from stable_baselines3.common.policies import (
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
+from rlkit.common.evaluation import EvaluateMixin
 from rlkit.common.utils import check_box_action_space
 
 SelfMDPO = TypeVar("SelfMDPO", bound="MDPO")
@@ -75,7 +76,7 @@ def mdpo_objective(
     return (ratio * advantages).mean() - kl.mean() / step_size
 
 
-class MDPO(OnPolicyAlgorithm):
+class MDPO(EvaluateMixin, OnPolicyAlgorithm):
     """
     On-policy Mirror Descent Policy Optimization (MDPO).
 

@@ -19,13 +19,14 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
+from rlkit.common.evaluation import EvaluateMixin
 from rlkit.common.utils import check_box_action_space
 from rlkit.mdpo.policies import MDPOOffPolicy, StateValueCritic
 
 SelfMDPOOff = TypeVar("SelfMDPOOff", bound="MDPOOff")
 
 
-class MDPOOff(SAC):
+class MDPOOff(EvaluateMixin, SAC):
     """
     Off-policy Mirror Descent Policy Optimization (MDPO).
 

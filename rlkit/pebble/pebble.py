@@ -16,6 +16,7 @@ from stable_baselines3.sac import SAC
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
+from rlkit.common.evaluation import EvaluateMixin
 from rlkit.common.preference import (
     QUERY_SCHEMES,
     Episode,
@@ -55,7 +56,7 @@ class RelabelReplayBuffer(ReplayBuffer):
             self.rewards[window] = flat.reshape(self.rewards[window].shape)
 
 
-class PEBBLE(SAC):
+class PEBBLE(EvaluateMixin, SAC):
     """
     PEBBLE: SAC on a reward learned from a scripted teacher's preferences, with unsupervised
     pre-training and relabelling.

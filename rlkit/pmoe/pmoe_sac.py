@@ -13,6 +13,7 @@ from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
+from rlkit.common.evaluation import EvaluateMixin
 from rlkit.common.utils import check_box_action_space
 from rlkit.pmoe.policies import (
     PMOEActor,
@@ -39,7 +40,7 @@ class PMOELosses(NamedTuple):
     best_index: th.Tensor
 
 
-class PMOESAC(SAC):
+class PMOESAC(EvaluateMixin, SAC):
     """
     PMOE-SAC: Soft Actor-Critic with a probabilistic mixture-of-experts (Gaussian mixture) policy.
 
