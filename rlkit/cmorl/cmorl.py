@@ -22,6 +22,8 @@ from rlkit.cmorl.policies import MOActorCriticPolicy
 from rlkit.common.mo_metrics import crowding_distance, hypervolume, pareto_mask, simplex_grid
 from rlkit.envs import make_env
 
+#: how ``total_timesteps`` counts (see :class:`CMORL`)
+STEP_ACCOUNTING = ("total", "per_process")
 #: observation normalisation of :class:`~rlkit.cmorl.mo_ppo.MOVecNormalize` (SB3's defaults, C-MORL's clip)
 OBS_CLIP, OBS_EPSILON = 10.0, 1e-8
 
@@ -168,14 +170,37 @@ class CMORL:
        members (crowding distance, extremes first, never twice) and, for each selected ``pi_r`` and
        each objective ``l``, continue a copy of ``pi_r`` (with its normalisation statistics) for up to
        ``update_iter`` updates of the log-barrier loss, i.e. ``max G_l`` subject to
-       ``G_j >= beta * G_j^{pi_r}`` for every ``j != l``; its evaluations every
+       ``G_j - r_j >= beta * (G_j^{pi_r} - r_j)`` for every ``j != l`` (``r`` = ``ref_point``, so
+       the constraint keeps a share of each objective's margin above the reference point and is
+       slack for negative returns; the paper writes it with ``r = 0``); its evaluations every
        ``extension_eval_interval`` updates are candidates. The archive is updated after each round.
     4. **Assignment** (Def. 3.1): :meth:`predict` with ``preference=w`` acts with the archive member
        maximising ``w^T G``.
 
-    Budget: ``total_timesteps`` counts environment steps of all policies together (the paper's
-    code counts steps per env process, see the spec). Stage 2 gives every (policy, objective)
-    pair the same number of updates per round, so a few steps may remain unused.
+    Budget (``step_accounting``): ``"total"`` counts the environment steps of all policies and all
+    their envs, so a PPO update costs ``n_steps * n_envs``; ``"per_process"`` counts as the released
+    code does (``num_updates = steps / num_steps``), one env process's steps, so an update costs
+    ``n_steps`` whatever ``n_envs`` is and the real interaction is ``n_envs`` times the budget. With
+    ``"per_process"`` the paper's budgets give the paper's numbers of updates (Hopper-2d, 1.5M steps,
+    8 envs, 512 steps: 325 initialisation updates per policy, then 97 per selected policy and
+    objective in rounds of 20/20/20/20/17). :attr:`num_timesteps` is in the budget's unit,
+    :attr:`env_steps` counts interactions. Stage 2 gives every (policy, objective) pair the same
+    number of updates per round, so a few steps may remain unused.
+
+    Behaviours of the released code that are not reproduced: the linear learning-rate decay of the
+    initialisation is not carried into the extension (each extension starts at ``learning_rate``;
+    the released code reloads the decayed optimiser, so late snapshots are extended at nearly zero
+    learning rate); every objective ``l`` is extended from ``pi_r`` itself (the released code
+    extends objective ``l + 1`` from the end of objective ``l``'s extension); each extension starts
+    with a fresh Adam state (the released code inherits the parent's); the value loss is unclipped
+    (the released code clips it); and the barrier is the paper's form unless ``legacy_ipo=True``.
+
+    CMORL is not an SB3 ``BaseAlgorithm``: it trains and keeps many policies, each a
+    :class:`~rlkit.cmorl.mo_ppo.MOPPO` (an SB3 ``PPO``) with its own env copies and normalisation,
+    so there is no single policy, env or rollout for ``BaseAlgorithm`` to own. It keeps the SB3
+    surface: ``learn(total_timesteps, callback, progress_bar)`` (the callbacks run inside every
+    policy's ``learn``), ``predict(obs, state, episode_start, deterministic)`` (plus ``preference``),
+    ``save(path)`` / ``CMORL.load(path, env=None)`` with identical predictions, and SB3's logger.
 
     :param policy: The policy model to use (MlpPolicy)
     :param env: A vector-reward environment (MO-Gymnasium style, with ``reward_space``) or an id for
@@ -188,8 +213,13 @@ class CMORL:
     :param barrier_t: Barrier parameter ``t`` (paper code: 20)
     :param update_iter: Extension updates per selected policy and objective per round (paper code: 20)
     :param legacy_ipo: Use the released code's barrier instead of the paper's (see :class:`~rlkit.cmorl.mo_ppo.MOPPO`)
+    :param constrained: Extend with the barrier (C-MORL); ``False`` maximises objective ``l`` alone,
+        without the constraint (an ablation)
     :param archive_size: Bound of the Pareto archive (paper code: 200)
-    :param ref_point: Reference point of the archive (and of the logged hypervolume), ``None`` for none
+    :param ref_point: Reference point of the archive, of the logged hypervolume and of the
+        constraint margins ``(G_j - r_j) >= beta (G_j^{pi_r} - r_j)``; ``None``: none (margins from 0)
+    :param step_accounting: ``"total"`` (env steps of all envs) or ``"per_process"`` (the released
+        code's: steps of one env process), see above
     :param eval_episodes: Episodes per evaluation of a candidate (paper: 5 or 10)
     :param eval_gamma: Discount of the evaluated returns (paper code: 0.99)
     :param eval_interval: Initialisation updates between evaluations (paper code: 10)
@@ -224,8 +254,10 @@ class CMORL:
         barrier_t: float = 20.0,
         update_iter: int = 20,
         legacy_ipo: bool = False,
+        constrained: bool = True,
         archive_size: int = 200,
         ref_point: Sequence[float] | None = None,
+        step_accounting: str = "total",
         eval_episodes: int = 5,
         eval_gamma: float = 0.99,
         eval_interval: int = 10,
@@ -249,6 +281,8 @@ class CMORL:
     ):
         if not 0 < init_fraction <= 1:
             raise ValueError(f"init_fraction must be in (0, 1], got {init_fraction}")
+        if step_accounting not in STEP_ACCOUNTING:
+            raise ValueError(f"step_accounting must be one of {', '.join(STEP_ACCOUNTING)}, got {step_accounting!r}")
         self.policy = policy
         self.weight_step = weight_step
         self.weight_bounds = tuple(weight_bounds)
@@ -258,6 +292,8 @@ class CMORL:
         self.barrier_t = barrier_t
         self.update_iter = update_iter
         self.legacy_ipo = legacy_ipo
+        self.constrained = constrained
+        self.step_accounting = step_accounting
         self.eval_episodes = eval_episodes
         self.eval_gamma = eval_gamma
         self.eval_interval = eval_interval
@@ -280,8 +316,11 @@ class CMORL:
         self.verbose = verbose
         self.seed = seed
         self.device = get_device(device)
+        #: steps spent, in the unit of the budget (see ``step_accounting``)
         self.num_timesteps = 0
-        #: (env steps, archive size, hypervolume of the archive or None) after every archive update
+        #: environment interactions of all policies and envs
+        self.env_steps = 0
+        #: (steps, archive size, hypervolume of the archive or None) after every archive update
         self.history: list[dict[str, float | None]] = []
         self._policies: dict[int, MOActorCriticPolicy] = {}
         self._logger: Logger | None = None
@@ -327,7 +366,8 @@ class CMORL:
         return simplex_grid(self.n_objectives, self.weight_step, *self.weight_bounds)
 
     def _steps_per_update(self) -> int:
-        return self.ppo_kwargs["n_steps"] * self.n_envs
+        """Budget cost of one PPO update (see ``step_accounting``)."""
+        return self.ppo_kwargs["n_steps"] * (self.n_envs if self.step_accounting == "total" else 1)
 
     def _new_model(self, seed: int, **kwargs: Any) -> MOPPO:
         assert self.env_factory is not None
@@ -377,8 +417,9 @@ class CMORL:
         done = 0
         while done < n_updates:
             chunk = min(interval, n_updates - done)
-            model.learn(chunk * self._steps_per_update(), callback=callback, reset_num_timesteps=False, progress_bar=progress_bar)
+            model.learn(chunk * self.ppo_kwargs["n_steps"] * self.n_envs, callback=callback, reset_num_timesteps=False, progress_bar=progress_bar)
             self.num_timesteps += chunk * self._steps_per_update()
+            self.env_steps += chunk * self.ppo_kwargs["n_steps"] * self.n_envs
             done += chunk
             returns = self._evaluate(model)
             model.current_return = returns
@@ -400,7 +441,7 @@ class CMORL:
     def learn(self, total_timesteps: int, callback: MaybeCallback = None, progress_bar: bool = False) -> ParetoArchive:
         """Run both stages on ``total_timesteps`` environment steps and return the Pareto archive.
 
-        :param total_timesteps: environment steps of all policies together
+        :param total_timesteps: the budget, in the unit of ``step_accounting``
         :param callback: SB3 callback(s) passed to every policy's ``learn``
         :param progress_bar: show SB3's progress bar in every policy's ``learn``
         :return: the archive (also :attr:`archive`)
@@ -432,9 +473,10 @@ class CMORL:
                     model = self._new_model(
                         base_seed + 1_000 + job,
                         weights=parent.preference,
-                        actor_loss="barrier",
+                        actor_loss="barrier" if self.constrained else "objective",
                         objective=objective,
                         constraint_reference=parent.returns,
+                        ref_point=self.archive.ref_point,
                     )
                     self._load_member(model, parent)
                     for returns in self._train(model, n_updates, self.extension_eval_interval, callback, progress_bar):
@@ -500,8 +542,10 @@ class CMORL:
             "barrier_t": self.barrier_t,
             "update_iter": self.update_iter,
             "legacy_ipo": self.legacy_ipo,
+            "constrained": self.constrained,
             "archive_size": self.archive.max_size,
             "ref_point": None if self.archive.ref_point is None else self.archive.ref_point.tolist(),
+            "step_accounting": self.step_accounting,
             "eval_episodes": self.eval_episodes,
             "eval_gamma": self.eval_gamma,
             "eval_interval": self.eval_interval,
@@ -526,6 +570,7 @@ class CMORL:
                 "archive": {"members": self.archive.members, "selected": self.archive.selected},
                 "history": self.history,
                 "num_timesteps": self.num_timesteps,
+                "env_steps": self.env_steps,
             },
             path,
         )
@@ -552,6 +597,7 @@ class CMORL:
         model.archive.selected = data["archive"]["selected"]
         model.history = data["history"]
         model.num_timesteps = data["num_timesteps"]
+        model.env_steps = data.get("env_steps", data["num_timesteps"])
         return model
 
 
@@ -570,6 +616,7 @@ class LinearScalarizationPPO(CMORL):
     :param weight_bounds: ``(min, max)`` of the enumerated weights
     :param archive_size: Bound of the Pareto archive
     :param ref_point: Reference point of the archive, ``None`` for none
+    :param step_accounting: ``"total"`` or ``"per_process"`` (as :class:`CMORL`)
     :param eval_episodes: Episodes per evaluation
     :param eval_gamma: Discount of the evaluated returns
     :param eval_interval: PPO updates between evaluations
@@ -596,6 +643,7 @@ class LinearScalarizationPPO(CMORL):
         "weight_bounds",
         "archive_size",
         "ref_point",
+        "step_accounting",
         "eval_episodes",
         "eval_gamma",
         "eval_interval",
@@ -624,6 +672,7 @@ class LinearScalarizationPPO(CMORL):
         weight_bounds: Sequence[float] = (0.0, 1.0),
         archive_size: int = 200,
         ref_point: Sequence[float] | None = None,
+        step_accounting: str = "total",
         eval_episodes: int = 5,
         eval_gamma: float = 0.99,
         eval_interval: int = 10,
@@ -652,6 +701,7 @@ class LinearScalarizationPPO(CMORL):
             init_fraction=1.0,
             archive_size=archive_size,
             ref_point=ref_point,
+            step_accounting=step_accounting,
             eval_episodes=eval_episodes,
             eval_gamma=eval_gamma,
             eval_interval=eval_interval,

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from rlkit.cmorl.policies import MOActorCriticPolicy
 
-ACTOR_LOSSES = ("scalarized", "barrier")
+ACTOR_LOSSES = ("scalarized", "barrier", "objective")
 
 
 def n_objectives_of(env: gym.Env | VecEnv) -> int:
@@ -219,26 +219,37 @@ class MOPPO(PPO):
       scalarised advantage ``A = w^T (sigma * A_vec)``, where ``sigma`` undoes each objective's
       reward normalisation;
     * ``"barrier"`` (Pareto extension): the clipped surrogate of objective ``l``'s standardised
-      advantage plus the interior-point barrier ``-(1/t) sum_{j != l} log(G_j(theta) - beta G_j^{pi_r})``
-      (the paper's IPO relaxation). ``G_j(theta)`` is estimated as the latest evaluated return of the
-      policy plus ``H`` times the clipped importance-weighted surrogate of objective ``j``'s raw
-      advantage, centred over the minibatch so that a biased critic does not shift the estimate
-      (CPO's first-order estimate, Achiam et al., 2017), with ``H = min(1/(1-gamma),
+      advantage plus the interior-point barrier
+      ``-(1/t) sum_{j != l} log((G_j(theta) - r_j) - beta (G_j^{pi_r} - r_j))`` (the paper's IPO
+      relaxation of ``G_j >= beta G_j^{pi_r}``, with the margin measured from the reference point
+      ``r`` = ``ref_point``, default 0, so that keeping ``beta`` of a negative return is slack, not a
+      demand for improvement). ``G_j(theta)`` is estimated as the return estimate of the rollout
+      policy (:attr:`current_return`) plus ``H`` times the clipped importance-weighted surrogate of
+      objective ``j``'s raw advantage, centred over the minibatch so that a biased critic does not
+      shift the estimate (CPO's first-order estimate, Achiam et al., 2017), with ``H = min(1/(1-gamma),
       mean episode length in the rollout)``; the paper's text for this estimate could not be read,
-      so it is our reconstruction. Violated constraints use the linear log-barrier extension
-      (:func:`extended_log_barrier`). ``legacy_ipo=True`` reproduces the released code instead:
-      barrier terms ``log(max(clip(ratio) * R_j - beta * R_j, 1e-3))`` with ``R_j`` the minibatch mean
-      of objective ``j``'s normalised returns, over every objective and every sample but the ``l``-th.
+      so it is our reconstruction. After every update :attr:`current_return` moves by the same
+      estimate evaluated over the whole rollout at the new parameters, so that it follows the
+      policy between evaluations (which reset it to the measured return). Violated constraints use
+      the linear log-barrier extension (:func:`extended_log_barrier`). ``legacy_ipo=True``
+      reproduces the released code instead: barrier terms ``log(max(clip(ratio) * R_j - beta * R_j,
+      1e-3))`` with ``R_j`` the minibatch mean of objective ``j``'s normalised returns, over every
+      objective and every sample but the ``l``-th;
+    * ``"objective"``: the clipped surrogate of objective ``l`` alone, i.e. the extension without
+      its constraint (an ablation).
 
-    The value loss is the MSE over all objectives (clipped with ``clip_range_vf`` if given).
+    The value loss is the MSE over all objectives (clipped with ``clip_range_vf`` if given, SB3's
+    clipping of the prediction; the released code takes the maximum of the clipped and unclipped
+    squared errors).
 
     :param policy: The policy model to use (MlpPolicy)
     :param env: A vector-reward environment (MO-Gymnasium style, with ``reward_space``) or a VecEnv of them
     :param weights: Preference ``w`` of the scalarised loss (default: uniform)
-    :param actor_loss: ``"scalarized"`` or ``"barrier"``
-    :param objective: Objective ``l`` maximised by the barrier loss
+    :param actor_loss: ``"scalarized"``, ``"barrier"`` or ``"objective"``
+    :param objective: Objective ``l`` maximised by the barrier (and objective) loss
     :param constraint_reference: Returns ``G^{pi_r}`` of the policy the extension starts from (barrier loss)
-    :param beta: Fraction of each other objective's reference return that must be kept (paper: 0.9)
+    :param ref_point: Reference point ``r`` from which the constraint margins are measured (``None``: 0)
+    :param beta: Fraction of each other objective's margin above ``r`` that must be kept (paper: 0.9)
     :param barrier_t: Barrier parameter ``t`` (paper code: 20)
     :param legacy_ipo: Use the released code's barrier instead of the paper's form
     :param normalize: Wrap the env in :class:`MOVecNormalize` (observations and per-objective rewards,
@@ -276,6 +287,7 @@ class MOPPO(PPO):
         actor_loss: str = "scalarized",
         objective: int = 0,
         constraint_reference: Sequence[float] | np.ndarray | None = None,
+        ref_point: Sequence[float] | np.ndarray | None = None,
         beta: float = 0.9,
         barrier_t: float = 20.0,
         legacy_ipo: bool = False,
@@ -319,7 +331,11 @@ class MOPPO(PPO):
         self.actor_loss = actor_loss
         self.objective = objective
         self.constraint_reference = None if constraint_reference is None else np.asarray(constraint_reference, float)
-        #: latest evaluated return vector of the current policy, the base of the barrier's return estimate
+        self.ref_point = np.zeros(self.n_objectives) if ref_point is None else np.asarray(ref_point, float)
+        if self.ref_point.shape != (self.n_objectives,):
+            raise ValueError(f"ref_point must have {self.n_objectives} entries, got {self.ref_point}")
+        #: return estimate of the current policy (its latest evaluation, moved by every update since),
+        #: the base of the barrier's return estimate
         self.current_return = self.constraint_reference
         self.beta = beta
         self.barrier_t = barrier_t
@@ -381,15 +397,34 @@ class MOPPO(PPO):
             return -th.log(th.clamp(margin, min=1e-3)).mean() / t
         if self.current_return is None or self.constraint_reference is None:
             raise ValueError("the barrier loss needs `constraint_reference` (and `current_return`) set before training")
+        current = th.as_tensor(self.current_return, dtype=th.float32, device=self.device)
+        reference = th.as_tensor(self.constraint_reference, dtype=th.float32, device=self.device)
+        ref_point = th.as_tensor(self.ref_point, dtype=th.float32, device=self.device)
+        estimate = current + self._effective_horizon() * self._surrogate(ratio, raw_advantages, clip)
+        margin = (estimate - ref_point) - self.beta * (reference - ref_point)
+        others = th.arange(self.n_objectives, device=self.device) != self.objective
+        return extended_log_barrier(margin[others], t).sum()
+
+    @staticmethod
+    def _surrogate(ratio: th.Tensor, raw_advantages: th.Tensor, clip: float) -> th.Tensor:
+        """Per-objective clipped importance-weighted mean of the centred raw advantages (first-order return change)."""
         # centred advantages: at ratio 1 the estimate is the evaluated return, whatever the critic's bias
         centred = raw_advantages - raw_advantages.mean(dim=0, keepdim=True)
         clipped = th.clamp(ratio, 1 - clip, 1 + clip)[:, None]
-        surrogate = th.min(ratio[:, None] * centred, clipped * centred).mean(dim=0)
-        current = th.as_tensor(self.current_return, dtype=th.float32, device=self.device)
-        thresholds = self.beta * th.as_tensor(self.constraint_reference, dtype=th.float32, device=self.device)
-        margin = current + self._effective_horizon() * surrogate - thresholds
-        others = th.arange(self.n_objectives, device=self.device) != self.objective
-        return extended_log_barrier(margin[others], t).sum()
+        return th.min(ratio[:, None] * centred, clipped * centred).mean(dim=0)
+
+    def _refresh_return_estimate(self, clip: float) -> None:
+        """Move :attr:`current_return` by the first-order return change of the update just made (whole rollout)."""
+        if self.actor_loss != "barrier" or self.legacy_ipo or self.current_return is None:
+            return
+        ratios, advantages = [], []
+        with th.no_grad():
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                _, log_prob, _ = self.policy.evaluate_actions(rollout_data.observations, rollout_data.actions)
+                ratios.append(th.exp(log_prob - rollout_data.old_log_prob))
+                advantages.append(rollout_data.advantages * self.return_scale())
+            change = self._effective_horizon() * self._surrogate(th.cat(ratios), th.cat(advantages), clip)
+        self.current_return = np.asarray(self.current_return, dtype=np.float64) + change.cpu().numpy().astype(np.float64)
 
     def _minibatch_losses(self, rollout_data: RolloutBufferSamples, clip: float, clip_vf: float | None) -> dict[str, th.Tensor]:
         """Actor, value and entropy losses of one minibatch, and detached statistics (see the class docstring)."""
@@ -436,6 +471,7 @@ class MOPPO(PPO):
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
             self._n_updates += 1
+        self._refresh_return_estimate(clip)
         values = self.rollout_buffer.values.reshape(-1, self.n_objectives)
         returns = self.rollout_buffer.returns.reshape(-1, self.n_objectives)
         names = {"policy": "policy_gradient_loss", "value": "value_loss", "entropy": "entropy_loss", "barrier": "barrier_loss"}
