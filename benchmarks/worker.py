@@ -102,6 +102,7 @@ class EvalRecorder(BaseCallback):
             "return_mean": result.return_mean,
             "return_std": result.return_std,
             "cost_mean": result.cost_mean,
+            "length_mean": result.length_mean,
             "success_rate": result.success_rate,
         }
         # algorithms may report progress measures of their own (e.g. feedback queries used so far)

@@ -174,7 +174,7 @@ class TrainedAgent:
         return self.policy
 
 
-class _SnapshotCallback(BaseCallback):
+class SnapshotCallback(BaseCallback):
     """Every ``eval_freq`` steps: evaluate the deterministic policy and keep a copy of its weights."""
 
     def __init__(self, eval_env: gym.Env, eval_freq: int, n_eval_episodes: int, seed: int, pbar: tqdm) -> None:
@@ -196,13 +196,15 @@ class _SnapshotCallback(BaseCallback):
         return True
 
 
-def _agent_dir(config: GenerateConfig) -> pathlib.Path:
-    settings = json.dumps(config.training_settings(), sort_keys=True)
+def _agent_dir(config: GenerateConfig, tag: str = "") -> pathlib.Path:
+    settings = json.dumps({**config.training_settings(), **({"tag": tag} if tag else {})}, sort_keys=True)
     digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
-    return get_dataset_path() / ".rlkit-agents" / f"{config.env_id.lower().replace('/', '-')}-{digest}"
+    suffix = f"-{tag}" if tag else ""
+    return get_dataset_path() / ".rlkit-agents" / f"{config.env_id.lower().replace('/', '-')}{suffix}-{digest}"
 
 
-def _random_return(env: gym.Env, n_episodes: int, seed: int) -> float:
+def measure_random_return(env: gym.Env, n_episodes: int, seed: int) -> float:
+    """Mean return of uniformly random actions over ``n_episodes`` episodes (episode ``i`` reset with ``seed + i``)."""
     env.action_space.seed(seed)
     returns = []
     for episode in range(n_episodes):
@@ -216,11 +218,21 @@ def _random_return(env: gym.Env, n_episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def train_agent(config: GenerateConfig) -> TrainedAgent:
-    """Train SAC on ``config.env_id`` (or reuse the cached run with the same training settings)."""
+def train_agent(config: GenerateConfig, make_train_env: Callable[[], gym.Env] | None = None, tag: str = "") -> TrainedAgent:
+    """Train SAC on ``config.env_id`` (or reuse the cached run with the same training settings).
+
+    :param config: the generation settings (budgets, seed, SAC's keyword arguments)
+    :param make_train_env: builds the env SAC trains and is evaluated on (default: ``make_env(config.env_id)``;
+        the safe datasets train on a cost-penalised env)
+    :param tag: names what ``make_train_env`` changes, in the cache key (runs with other tags are other agents)
+    """
     from rlkit.envs import make_env
 
-    folder = _agent_dir(config)
+    def default_env() -> gym.Env:
+        return make_env(config.env_id)
+
+    make_train_env = make_train_env or default_env
+    folder = _agent_dir(config, tag)
     if (folder / "training.json").is_file():
         summary = json.loads((folder / "training.json").read_text())
         state_dicts = th.load(folder / "snapshots.pt", weights_only=True)
@@ -230,20 +242,19 @@ def train_agent(config: GenerateConfig) -> TrainedAgent:
             policy = SACPolicy.load(str(folder / "policy.zip"), device="cpu")
             return TrainedAgent(policy, snapshots, dict(replay), summary["random_return"])
 
-    random_return = _random_return(make_env(config.env_id), config.n_ref_episodes, config.seed)
+    random_return = measure_random_return(make_train_env(), config.n_ref_episodes, config.seed)
     sac_kwargs = {"buffer_size": config.train_steps, **copy.deepcopy(config.sac_kwargs or {})}
     model = SAC(
         "MlpPolicy",
-        make_env(config.env_id),
+        make_train_env(),
         learning_starts=config.learning_starts,
         seed=config.seed,
         device="cpu",
         **sac_kwargs,
     )
-    with tqdm(total=config.train_steps, desc=f"SAC on {config.env_id}", disable=not config.progress_bar) as pbar:
-        callback = _SnapshotCallback(
-            make_env(config.env_id), config.eval_freq, config.n_eval_episodes, config.seed + 10_000, pbar
-        )
+    desc = f"SAC on {config.env_id}" + (f" ({tag})" if tag else "")
+    with tqdm(total=config.train_steps, desc=desc, disable=not config.progress_bar) as pbar:
+        callback = SnapshotCallback(make_train_env(), config.eval_freq, config.n_eval_episodes, config.seed + 10_000, pbar)
         model.learn(config.train_steps, callback=callback)
     buffer = model.replay_buffer
     n = buffer.buffer_size if buffer.full else buffer.pos
@@ -261,7 +272,7 @@ def train_agent(config: GenerateConfig) -> TrainedAgent:
     model.policy.save(str(folder / "policy.zip"))
     th.save([snap["state_dict"] for snap in callback.snapshots], folder / "snapshots.pt")
     entries = [{"step": snap["step"], "return": snap["return"]} for snap in callback.snapshots]
-    summary = {"settings": config.training_settings(), "random_return": random_return, "snapshots": entries}
+    summary = {"settings": {**config.training_settings(), "tag": tag}, "random_return": random_return, "snapshots": entries}
     (folder / "training.json").write_text(json.dumps(summary, indent=1))
     return TrainedAgent(model.policy, callback.snapshots, replay, random_return)
 
@@ -367,7 +378,7 @@ def _random_actor(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], 
     return act
 
 
-def _sac_actor(policy: SACPolicy) -> Callable[[np.ndarray], np.ndarray]:
+def sac_actor(policy: SACPolicy) -> Callable[[np.ndarray], np.ndarray]:
     """The stochastic SAC policy, as D4RL's datasets were recorded."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -376,7 +387,7 @@ def _sac_actor(policy: SACPolicy) -> Callable[[np.ndarray], np.ndarray]:
     return act
 
 
-def _existing(dataset_id: str, settings: dict[str, Any], overwrite: bool) -> bool:
+def existing_dataset(dataset_id: str, settings: dict[str, Any], overwrite: bool) -> bool:
     """Whether ``dataset_id`` exists with ``settings``; removes it (``overwrite``) or raises when the settings differ.
 
     A dataset without rlkit's settings in its metadata (written last) is the remains of
@@ -454,15 +465,15 @@ def generate(env_id: str, kinds: Sequence[str] = KINDS, size: int | None = None,
         return generate_safe(env_id, kinds, size, **kwargs)
     config = GenerateConfig(env_id=env_id, kinds=list(kinds), size=size, **kwargs)
     ids = {kind: local_dataset_id(env_id, kind, config.namespace) for kind in config.kinds}
-    with _store_lock(f"{config.namespace}-{env_id}"):
-        todo = [kind for kind in config.kinds if not _existing(ids[kind], config.data_settings(kind), config.overwrite)]
+    with store_lock(f"{config.namespace}-{env_id}"):
+        todo = [kind for kind in config.kinds if not existing_dataset(ids[kind], config.data_settings(kind), config.overwrite)]
         if todo:
             _generate(config, env_id, ids, todo)
     return ids
 
 
 @contextlib.contextmanager
-def _store_lock(name: str) -> Iterator[None]:
+def store_lock(name: str) -> Iterator[None]:
     """An exclusive lock on ``name`` in the Minari store, across processes (and NFS clients).
 
     Two processes asking for the same env's datasets wait for each other instead of
@@ -497,7 +508,7 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
             else:
                 assert agent is not None
                 medium, expert = agent.select(config.medium_fraction)
-                act = _sac_actor(agent.policy_at(medium if name == "medium" else expert))
+                act = sac_actor(agent.policy_at(medium if name == "medium" else expert))
             seed = config.seed + {"random": 30_000, "medium": 40_000, "expert": 50_000}[name]
             rollouts[name] = collect(env, act, config.size, seed, f"{name} rollouts", config.progress_bar)
         return rollouts[name]

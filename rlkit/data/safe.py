@@ -13,13 +13,17 @@ stand-in for DSRL's high-cost agents where a small training budget leaves a
 plain SAC below the cost threshold. The reference scores are DSRL's: the
 smallest and largest episode reward of the dataset. The datasets are Minari
 datasets ``rlkit/<env>/safe-<kind>-v0``, cached and locked like :mod:`rlkit.data.generate`'s.
+
+Each cost level trains its own agent with its own seed, and a dataset is written only if
+its costs bind: a stated share of its episodes (default 20%) lies on each side of the
+task's cost limit, and the levels differ in episode cost. Without that, every method
+would be "safe" and BC-All would equal BC-Safe. The check's figures (shares, per-level
+costs, an episode-cost histogram) are kept in the metadata as ``cost_card``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -27,27 +31,19 @@ from typing import Any
 
 import minari
 import numpy as np
-import torch as th
 from minari.data_collector import EpisodeBuffer
-from minari.storage.datasets_root_dir import get_dataset_path
-from stable_baselines3 import SAC
-from stable_baselines3.sac.policies import SACPolicy
-from tqdm.auto import tqdm
 
-from rlkit.data.generate import (
-    GenerateConfig,
-    TrainedAgent,
-    _existing,
-    _random_return,
-    _sac_actor,
-    _SnapshotCallback,
-    _store_lock,
-    collect,
-)
+from rlkit.data.generate import GenerateConfig, TrainedAgent, collect, existing_dataset, sac_actor, store_lock, train_agent
 from rlkit.data.minari import OfflineDataset, local_dataset_id
 
 #: kinds of snapshot a safe dataset can record for each cost level
 SAFE_KINDS = ("medium", "expert", "medium-expert")
+#: FISOR's (and OSRL's default) evaluation budget of episode cost
+DEFAULT_COST_LIMIT = 10.0
+#: the share of episodes a safe dataset must hold on each side of its cost limit
+DEFAULT_MIN_SHARE = 0.2
+#: cost level ``i`` trains and rolls out with seed ``seed + LEVEL_SEED_STRIDE * i``
+LEVEL_SEED_STRIDE = 100_000
 
 
 def safe_episodes(dataset: OfflineDataset, cost_limit: float) -> OfflineDataset:
@@ -92,33 +88,83 @@ def _train_penalised(config: GenerateConfig, penalty: float) -> TrainedAgent:
     from rlkit.envs import make_env
     from rlkit.envs.safety import CostPenalty
 
-    settings = json.dumps({**config.training_settings(), "cost_penalty": penalty}, sort_keys=True)
-    digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
-    folder = get_dataset_path() / ".rlkit-agents" / f"{config.env_id.lower().replace('/', '-')}-safe-{digest}"
-    if (folder / "training.json").is_file():
-        summary = json.loads((folder / "training.json").read_text())
-        state_dicts = th.load(folder / "snapshots.pt", weights_only=True)
-        snapshots = [{**entry, "state_dict": sd} for entry, sd in zip(summary["snapshots"], state_dicts, strict=True)]
-        policy = SACPolicy.load(str(folder / "policy.zip"), device="cpu")
-        return TrainedAgent(policy, snapshots, {}, summary["random_return"])
-
     def penalised() -> CostPenalty:
         return CostPenalty(make_env(config.env_id), penalty)
 
-    random_return = _random_return(penalised(), config.n_ref_episodes, config.seed)
-    sac_kwargs = {"buffer_size": config.train_steps, **copy.deepcopy(config.sac_kwargs or {})}
-    model = SAC("MlpPolicy", penalised(), learning_starts=config.learning_starts, seed=config.seed, device="cpu", **sac_kwargs)
-    desc = f"SAC on {config.env_id}, cost penalty {penalty:g}"
-    with tqdm(total=config.train_steps, desc=desc, disable=not config.progress_bar) as pbar:
-        callback = _SnapshotCallback(penalised(), config.eval_freq, config.n_eval_episodes, config.seed + 10_000, pbar)
-        model.learn(config.train_steps, callback=callback)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.policy.save(str(folder / "policy.zip"))
-    th.save([snap["state_dict"] for snap in callback.snapshots], folder / "snapshots.pt")
-    entries = [{"step": snap["step"], "return": snap["return"]} for snap in callback.snapshots]
-    summary = {"settings": json.loads(settings), "random_return": random_return, "snapshots": entries}
-    (folder / "training.json").write_text(json.dumps(summary, indent=1))
-    return TrainedAgent(model.policy, callback.snapshots, {}, random_return)
+    return train_agent(config, penalised, tag=f"cost-penalty{penalty:g}")
+
+
+def episode_costs(episodes: Sequence[EpisodeBuffer]) -> np.ndarray:
+    """The total cost of each episode (``info["cost"]`` of its steps; the reset's info carries none)."""
+    return np.array([float(np.sum(episode.infos["cost"][1:])) if episode.infos else 0.0 for episode in episodes])
+
+
+def cost_card(costs: np.ndarray, levels: np.ndarray, penalties: Sequence[float], seeds: Sequence[int], cost_limit: float) -> dict[str, Any]:
+    """What a safe dataset holds: the share of episodes on each side of ``cost_limit``, each cost level's
+    episode costs, and a histogram of episode costs (10 bins from 0 to twice the limit or the largest cost).
+
+    :param costs: total cost of each episode
+    :param levels: the cost level (index into ``penalties``) each episode comes from
+    :param penalties: the cost penalty of each level
+    :param seeds: the training seed of each level
+    :param cost_limit: the task's episode cost budget
+    """
+    high = max(float(costs.max(initial=0.0)), 2.0 * cost_limit, 1e-9)
+    counts, edges = np.histogram(costs, bins=10, range=(0.0, high))
+    per_level = []
+    for level, (penalty, seed) in enumerate(zip(penalties, seeds, strict=True)):
+        mine = costs[levels == level]
+        per_level.append(
+            {
+                "cost_penalty": float(penalty),
+                "seed": int(seed),
+                "episodes": len(mine),
+                "episode_cost_mean": float(mine.mean()) if len(mine) else float("nan"),
+                "episode_cost_std": float(mine.std()) if len(mine) else float("nan"),
+            }
+        )
+    return {
+        "cost_limit": float(cost_limit),
+        "episodes": len(costs),
+        "share_within_limit": float(np.mean(costs <= cost_limit)) if len(costs) else 0.0,
+        "share_above_limit": float(np.mean(costs > cost_limit)) if len(costs) else 0.0,
+        "levels": per_level,
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+def check_card(card: dict[str, Any], min_share: float, what: str) -> None:
+    """Raise unless the dataset's costs can tell safe from unsafe behaviour.
+
+    :param card: the dataset's :func:`cost_card`
+    :param min_share: the share of episodes required on each side of the cost limit
+    :param what: names the dataset in the message
+    :raises ValueError: when fewer than ``min_share`` of the episodes lie within or above the limit, or when
+        every cost level has the same mean episode cost
+    """
+    limit = card["cost_limit"]
+    within, above = card["share_within_limit"], card["share_above_limit"]
+    means = ", ".join(f"{lv['episode_cost_mean']:.2f} (penalty {lv['cost_penalty']:g})" for lv in card["levels"])
+    if above < min_share or within < min_share:
+        side = "exceed" if above < min_share else "stay within"
+        share = above if above < min_share else within
+        fix = (
+            "make the behaviour agents costlier: more train_steps, a negative (cost-seeking) entry in cost_penalties, "
+            "or a lower cost threshold of the task"
+            if above < min_share
+            else "add a cost-averse level (a larger positive entry in cost_penalties) or raise cost_limit"
+        )
+        raise ValueError(
+            f"{what}: only {share:.0%} of {card['episodes']} episodes {side} cost_limit {limit:g} (need at least "
+            f"{min_share:.0%} on each side; mean episode cost per level: {means}). A safe dataset must hold both safe "
+            f"and unsafe behaviour: {fix}. Nothing was written."
+        )
+    level_means = [lv["episode_cost_mean"] for lv in card["levels"]]
+    if len(level_means) > 1 and float(np.ptp(level_means)) <= 1e-9:
+        raise ValueError(
+            f"{what}: every cost level has the same mean episode cost ({means}), so the levels are one behaviour: "
+            "spread cost_penalties further apart or train the agents longer. Nothing was written."
+        )
 
 
 def generate_safe(
@@ -126,17 +172,28 @@ def generate_safe(
     kinds: Sequence[str] = ("expert",),
     size: int | None = None,
     cost_penalties: Sequence[float] = (0.0, 1.0),
+    cost_limit: float = DEFAULT_COST_LIMIT,
+    min_share: float = DEFAULT_MIN_SHARE,
     **kwargs: Any,
 ) -> dict[str, str]:
     """Generate (or reuse) DSRL-like safe datasets of ``env_id`` (see the module docstring).
+
+    Each cost level ``i`` trains its own agent, with seed ``seed + LEVEL_SEED_STRIDE * i``. The episodes are
+    checked before anything is written: at least ``min_share`` of them must lie within ``cost_limit`` and at
+    least ``min_share`` above it, and the levels must differ in mean episode cost. The dataset's metadata keeps
+    the check's figures (:func:`cost_card`).
 
     :param env_id: id for :func:`rlkit.envs.make_env` of an env with ``info["cost"]``
         (``safe/HopperVelocity-v5``, ``toy/hazard-v0``)
     :param kinds: snapshots recorded for each cost level, from :data:`SAFE_KINDS`
     :param size: transitions per kind, split evenly over the cost levels (default by env family)
     :param cost_penalties: the multipliers ``lambda`` of the behaviour agents' cost penalties
+    :param cost_limit: the task's episode cost budget the dataset must straddle
+    :param min_share: the share of episodes required on each side of ``cost_limit`` (0 turns the check off);
+        it gates writing, so a dataset that exists is reused whatever ``min_share`` asks
     :param kwargs: the other fields of :class:`~rlkit.data.generate.GenerateConfig` (budgets, seed, ...)
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
+    :raises ValueError: for an unknown kind, no cost level, or episodes that fail the check
     """
     unknown = [kind for kind in kinds if kind not in SAFE_KINDS]
     if unknown:
@@ -144,37 +201,51 @@ def generate_safe(
     penalties = [float(penalty) for penalty in cost_penalties]
     if not penalties:
         raise ValueError("cost_penalties must name at least one cost level")
+    if cost_limit < 0 or not 0.0 <= min_share <= 0.5:
+        raise ValueError(f"cost_limit must be >= 0 and min_share in [0, 0.5], got {cost_limit} and {min_share}")
     config = GenerateConfig(env_id=env_id, kinds=list(kinds), size=size, **kwargs)
     ids = {kind: local_dataset_id(env_id, f"safe-{kind}", config.namespace) for kind in config.kinds}
 
     def settings(kind: str) -> dict[str, Any]:
-        return {**config.data_settings(kind), "cost_penalties": penalties}
+        return {**config.data_settings(kind), "cost_penalties": penalties, "cost_limit": cost_limit}
 
-    with _store_lock(f"{config.namespace}-{env_id}-safe"):
-        todo = [kind for kind in config.kinds if not _existing(ids[kind], settings(kind), config.overwrite)]
+    with store_lock(f"{config.namespace}-{env_id}-safe"):
+        todo = [kind for kind in config.kinds if not existing_dataset(ids[kind], settings(kind), config.overwrite)]
         if todo:
-            _generate_safe(config, penalties, {kind: ids[kind] for kind in todo}, settings)
+            _generate_safe(config, penalties, {kind: ids[kind] for kind in todo}, settings, cost_limit, min_share)
     return ids
 
 
-def _generate_safe(config: GenerateConfig, penalties: list[float], ids: dict[str, str], settings: Any) -> None:
+def _generate_safe(
+    config: GenerateConfig, penalties: list[float], ids: dict[str, str], settings: Any, cost_limit: float, min_share: float
+) -> None:
     from rlkit.envs import make_env
 
     env = make_env(config.env_id)
     per_level = max(1, config.size // len(penalties))
     rollouts: dict[str, list[EpisodeBuffer]] = {"medium": [], "expert": []}
+    origin: dict[str, list[int]] = {"medium": [], "expert": []}
     needed = {"medium", "expert"} & {part for kind in ids for part in kind.split("-")}
-    for level, penalty in enumerate(penalties):
-        agent = _train_penalised(config, penalty)
+    seeds = [config.seed + LEVEL_SEED_STRIDE * level for level in range(len(penalties))]
+    for level, (penalty, seed) in enumerate(zip(penalties, seeds, strict=True)):
+        level_config = dataclasses.replace(config, seed=seed)
+        agent = _train_penalised(level_config, penalty)
         medium, expert = agent.select(config.medium_fraction)
         for name in sorted(needed):
-            seed = config.seed + {"medium": 40_000, "expert": 50_000}[name] + 1_000 * level
-            act = _sac_actor(agent.policy_at(medium if name == "medium" else expert))
+            act = sac_actor(agent.policy_at(medium if name == "medium" else expert))
             desc = f"{name} rollouts, cost penalty {penalty:g}"
-            rollouts[name] += collect(env, act, per_level, seed, desc, config.progress_bar)
+            episodes = collect(env, act, per_level, seed + {"medium": 40_000, "expert": 50_000}[name], desc, config.progress_bar)
+            rollouts[name] += episodes
+            origin[name] += [level] * len(episodes)
+    cards = {}
+    for kind, dataset_id in ids.items():  # check every kind before writing any
+        episodes = [episode for part in kind.split("-") for episode in rollouts[part]]
+        levels = np.array([level for part in kind.split("-") for level in origin[part]])
+        cards[kind] = cost_card(episode_costs(episodes), levels, penalties, seeds, cost_limit)
+        check_card(cards[kind], min_share, f"safe {kind} dataset of {config.env_id}")
     for kind, dataset_id in ids.items():
         episodes = [episode for part in kind.split("-") for episode in rollouts[part]]
-        _write_safe(dataset_id, episodes, env, config, kind, penalties, settings(kind))
+        _write_safe(dataset_id, episodes, env, config, kind, penalties, settings(kind), cards[kind])
 
 
 def _write_safe(
@@ -185,9 +256,10 @@ def _write_safe(
     kind: str,
     penalties: list[float],
     settings: dict[str, Any],
+    card: dict[str, Any],
 ) -> None:
     returns = [float(np.sum(episode.rewards)) for episode in episodes]
-    costs = [float(np.sum(episode.infos["cost"][1:])) if episode.infos else 0.0 for episode in episodes]
+    costs = episode_costs(episodes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # minari warns about every optional field it is not given
         dataset = minari.create_dataset_from_buffers(
@@ -200,6 +272,7 @@ def _write_safe(
             code_permalink="rlkit/data/safe.py",
             description=f"DSRL-like safe {kind} dataset of {config.env_id}: SAC on r - lambda c, lambda in {penalties}.",
         )
+    options = {k: v for k, v in settings.items() if k not in ("env_id", "kind", "cost_penalties")}
     dataset.storage.update_metadata(
         {
             "ref_min_score": min(returns),
@@ -207,9 +280,10 @@ def _write_safe(
             "ref_scores_source": "DSRL: smallest and largest episode reward of the dataset",
             "episode_cost_mean": float(np.mean(costs)),
             "episode_cost_max": float(np.max(costs)),
+            "cost_card": json.dumps(card),
             "rlkit_env_id": config.env_id,
             "rlkit_generate": settings,
             "generate_command": f"rlkit.data.safe.generate_safe({config.env_id!r}, kinds=[{kind!r}], "
-            f"cost_penalties={penalties}, **{json.dumps({k: v for k, v in settings.items() if k not in ('env_id', 'kind', 'cost_penalties')}, sort_keys=True)})",
+            f"cost_penalties={penalties}, **{json.dumps(options, sort_keys=True)})",
         }
     )
