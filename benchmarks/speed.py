@@ -68,6 +68,11 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "A2PR": {"batch_size": 256},
     # FISOR's own defaults (a T=5 diffusion actor; acting samples 16 candidates: see the predict column)
     "FISOR": {},
+    # the CPU-sized transformers (1 layer, width 64; the paper's 3 layers of width 128 take seconds per step on
+    # one CPU thread) and the paper's batch (64 pairs: 128 HIM windows + 128 labelled ones)
+    "OPPO": {"n_labels": 500, "batch_size": 64, "network_size": "cpu"},
+    # IQL's step on learned rewards (the reward model is fitted at construction, outside the measurement)
+    "IQL+BT": {**OFFLINE, "n_labels": 500},
 }
 
 
@@ -85,6 +90,7 @@ def random_dataset(env: gym.Env, size: int, seed: int = 0) -> OfflineDataset:
         terminals=np.zeros(size, dtype=np.float32),
         timeouts=(np.arange(1, size + 1) % 1000 == 0).astype(np.float32),
         costs=(rng.random(size) < 0.1).astype(np.float32),
+        episode_ends=np.append(np.arange(1000, size, 1000), size),
         observation_space=env.observation_space,
         action_space=env.action_space,
     )
@@ -113,11 +119,13 @@ PREDICT_CALLS = 200
 
 
 def _predict_rate(model: BaseAlgorithm, observations: np.ndarray) -> float:
-    """Deterministic actions/s of ``predict`` on one observation at a time (acting in an env)."""
+    """Deterministic actions/s of ``predict`` on one observation at a time (acting in an env; a history-conditioned
+    policy gets its ``state`` back at every call)."""
     model.predict(observations[0], deterministic=True)
+    state = None
     start = time.perf_counter()
     for obs in observations:
-        model.predict(obs, deterministic=True)
+        _, state = model.predict(obs, state=state, deterministic=True)
     return len(observations) / (time.perf_counter() - start)
 
 

@@ -415,3 +415,28 @@ def test_iql_bt_relabels_with_the_pool_reward_model(dataset, tmp_path):
     flipped.targets = np.where(flipped.targets == 0.5, 0.5, 1.0 - flipped.targets).astype(np.float32)
     backwards = IQLBT("MlpPolicy", None, dataset=dataset, preference_pool=flipped, **{**kwargs, "pool_dir": None})
     assert backwards.preference_accuracy(held_out, dataset) < 0.2
+
+
+# --------------------------------------------------------------------------- benchmark kind
+
+
+def test_pbrl_offline_table_shows_labels_accuracy_and_score():
+    from benchmarks.kinds import pbrl_offline
+
+    def record(algo: str, kind: str, seed: int, score: float, **final) -> dict:
+        return {"algo": algo, "kind": kind, "task": "hopper-mr", "seed": seed, "status": "ok",
+                "final": {"return_mean": 0.0, "normalized": score, **final}}
+
+    records = [
+        record("OPPO", "pbrl_offline", 0, 40.0, labels=500.0, preference_accuracy=0.8),
+        record("OPPO", "pbrl_offline", 1, 50.0, labels=500.0, preference_accuracy=0.9),
+        record("IQL", "offline", 0, 30.0),
+        record("BC", "offline", 0, 20.0),
+        {**record("IQL", "offline", 0, 99.0), "task": "other"},  # a task without preference runs is left out
+    ]
+    lines = pbrl_offline.table(records)
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| hopper-mr")}
+    assert set(rows) == {"OPPO", "IQL", "BC"} and not any("other" in line for line in lines)
+    assert "| 2 | 500 | 0.850 ± 0.050 | 45.0 ± 5.0 |" in rows["OPPO"]
+    assert "| true reward | — | 30.0 ± 0.0 |" in rows["IQL"] and "| none |" in rows["BC"]
+    assert pbrl_offline.table([records[2]]) == []

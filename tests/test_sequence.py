@@ -131,3 +131,12 @@ def test_pool_labels_modes_and_cache(tmp_path):
         PreferencePool.create(data, 10, mode="episode")
     with pytest.raises(ValueError, match="drawn from 'test/chain-v0' with 120 transitions"):
         first.check_dataset(chain_dataset((40, 40), (False, False)))
+
+
+def test_pool_of_an_unnamed_dataset_is_not_cached(tmp_path):
+    data = chain_dataset((40, 40), (False, False))
+    data.dataset_id = None
+    first = load_or_create_pool(data, 20, "window", seed=0, segment_length=5, pool_dir=tmp_path)
+    again = load_or_create_pool(data, 20, "window", seed=0, segment_length=5, pool_dir=tmp_path)
+    np.testing.assert_array_equal(first.starts, again.starts)
+    assert not any(tmp_path.iterdir())

@@ -647,7 +647,8 @@ def load_or_create_pool(
     """The pool of (dataset id, N_q, mode, seed, ...) from the cache, drawn and saved on first use.
 
     Every method (and every training seed) that asks for the same settings gets the same
-    labelled pairs, so a table compares methods on identical feedback.
+    labelled pairs, so a table compares methods on identical feedback. A dataset without a
+    ``dataset_id`` gets a pool drawn afresh (the same for the same seed) and nothing is cached.
 
     :param dataset: the offline dataset (its ``dataset_id`` names the pool)
     :param n_pairs: N_q, the number of labelled pairs
@@ -658,7 +659,9 @@ def load_or_create_pool(
     :param teacher: a :data:`TEACHER_PRESETS` name or a dict for :meth:`ScriptedTeacher.from_spec`
     :param pool_dir: cache folder (default :func:`default_pool_dir`)
     """
-    path = pool_path(dataset.dataset_id or "dataset", n_pairs, mode, seed, segment_length, horizon, teacher, pool_dir)
+    if dataset.dataset_id is None:  # nothing names the dataset: draw the pool, cache nothing
+        return PreferencePool.create(dataset, n_pairs, mode, seed, segment_length, horizon, teacher)
+    path = pool_path(dataset.dataset_id, n_pairs, mode, seed, segment_length, horizon, teacher, pool_dir)
     if path.is_file():
         pool = PreferencePool.load(path)
     else:
@@ -710,3 +713,25 @@ def resolve_pool(
     if n_labels is None:
         return None
     return load_or_create_pool(dataset, n_labels, label_mode, pool_seed, segment_length, horizon, teacher, pool_dir)
+
+
+#: a held-out pool uses the seed ``pool_seed + HELDOUT_SEED_OFFSET`` (never a training pool's seed in practice)
+HELDOUT_SEED_OFFSET = 1_000_003
+
+
+def heldout_pool(
+    dataset: OfflineDataset,
+    n_pairs: int,
+    mode: str,
+    pool_seed: int,
+    segment_length: int,
+    horizon: int,
+    teacher: str | dict,
+    pool_dir: str | os.PathLike | None,
+) -> PreferencePool | None:
+    """The held-out pool of a training pool's settings (seed ``pool_seed + HELDOUT_SEED_OFFSET``); ``None`` if ``n_pairs`` is 0."""
+    if n_pairs <= 0:
+        return None
+    return load_or_create_pool(
+        dataset, n_pairs, mode, pool_seed + HELDOUT_SEED_OFFSET, segment_length, horizon, teacher, pool_dir
+    )

@@ -11,7 +11,14 @@ import torch as th
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import set_random_seed
 
-from rlkit.common.preference import PreferencePool, RewardEnsemble, Segments, preference_accuracy, resolve_pool
+from rlkit.common.preference import (
+    PreferencePool,
+    RewardEnsemble,
+    Segments,
+    heldout_pool,
+    preference_accuracy,
+    resolve_pool,
+)
 from rlkit.common.sequence import WindowSampler
 from rlkit.data.minari import OfflineDataset
 from rlkit.iql.iql import IQL
@@ -40,6 +47,8 @@ class IQLBT(IQL):
     :param pool_seed: seed of the label pool (the same pool for every training seed and method)
     :param teacher: the scripted teacher of the pool (a preset of :data:`~rlkit.common.preference.TEACHER_PRESETS`)
     :param pool_dir: cache folder of pools
+    :param heldout_labels: size of a held-out pool of the same settings (another seed) whose preference accuracy
+        :meth:`progress_info` reports; 0: none
     :param reward_members: ensemble size (PEBBLE: 3)
     :param reward_net_arch: hidden layers of each member (PEBBLE: 3 x 256)
     :param reward_learning_rate: Adam learning rate of the reward model (3e-4)
@@ -61,6 +70,7 @@ class IQLBT(IQL):
         pool_seed: int = 0,
         teacher: str | dict = "oracle",
         pool_dir: str | os.PathLike | None = None,
+        heldout_labels: int = 0,
         reward_members: int = 3,
         reward_net_arch: Sequence[int] = (256, 256, 256),
         reward_learning_rate: float = 3e-4,
@@ -83,6 +93,7 @@ class IQLBT(IQL):
         self.pool_seed = pool_seed
         self.teacher = teacher
         self.pool_dir = None if pool_dir is None else str(pool_dir)
+        self.heldout_labels = heldout_labels
         self.reward_members = reward_members
         self.reward_net_arch = list(reward_net_arch)
         self.reward_learning_rate = reward_learning_rate
@@ -90,6 +101,8 @@ class IQLBT(IQL):
         self.reward_batch_size = reward_batch_size
         self.reward_model: RewardEnsemble | None = None
         self.reward_fit: dict[str, float] = {}
+        self.labels_used = 0
+        self.heldout_accuracy: float | None = None
         super().__init__(
             policy,
             env,
@@ -136,7 +149,21 @@ class IQLBT(IQL):
         self.reward_fit = self.reward_model.fit(
             pool.preference_dataset(sampler), self.reward_epochs, self.reward_batch_size, np.random.default_rng(self.seed)
         )
+        self.labels_used = pool.n_pairs
+        heldout = heldout_pool(
+            dataset, self.heldout_labels, self.label_mode, self.pool_seed, self.segment_length, self.foresee,
+            self.teacher, self.pool_dir,
+        )
+        if heldout is not None:
+            self.heldout_accuracy = self.preference_accuracy(heldout, dataset)
         super()._attach_dataset(self._relabel(dataset, sampler))
+
+    def progress_info(self) -> dict[str, float]:
+        """Labels used and, with ``heldout_labels``, the reward model's held-out preference accuracy."""
+        info = {"labels": float(self.labels_used)}
+        if self.heldout_accuracy is not None:
+            info["preference_accuracy"] = self.heldout_accuracy
+        return info
 
     def _reward_sampler(self, dataset: OfflineDataset, window: int) -> WindowSampler:
         return WindowSampler(dataset, window, self.obs_mean, self.obs_std)

@@ -13,7 +13,7 @@ from stable_baselines3.common.utils import update_learning_rate
 from torch.nn import functional as F
 
 from rlkit.common.offline import OfflineAlgorithm
-from rlkit.common.preference import PreferencePool, preference_accuracy, resolve_pool
+from rlkit.common.preference import PreferencePool, heldout_pool, preference_accuracy, resolve_pool
 from rlkit.common.sequence import RollingHistory, Windows, WindowSampler
 from rlkit.data.minari import OfflineDataset
 from rlkit.oppo.policies import NETWORK_SIZES, OPPOPolicy
@@ -146,6 +146,8 @@ class OPPO(OfflineAlgorithm):
     :param pool_seed: seed of the label pool (the same pool for every training seed and method)
     :param teacher: the scripted teacher of the pool (a preset of :data:`~rlkit.common.preference.TEACHER_PRESETS`)
     :param pool_dir: cache folder of pools (default ``$RLKIT_PREFERENCE_POOLS`` or ``~/.cache/rlkit/preference-pools``)
+    :param heldout_labels: size of a held-out pool of the same settings (another seed) whose preference accuracy
+        :meth:`progress_info` reports; 0: none
     :param context_length: K, steps of each window and of the policy's history (20)
     :param z_dim: size of the context z (8)
     :param network_size: transformer sizes, ``"paper"`` (3 layers, width 128) or ``"cpu"`` (1 layer, width 64);
@@ -185,6 +187,7 @@ class OPPO(OfflineAlgorithm):
         pool_seed: int = 0,
         teacher: str | dict = "oracle",
         pool_dir: str | os.PathLike | None = None,
+        heldout_labels: int = 0,
         context_length: int = 20,
         z_dim: int = 8,
         network_size: str = "paper",
@@ -222,6 +225,7 @@ class OPPO(OfflineAlgorithm):
         self.pool_seed = pool_seed
         self.teacher = teacher
         self.pool_dir = None if pool_dir is None else str(pool_dir)
+        self.heldout_labels = heldout_labels
         self.context_length = context_length
         self.z_dim = z_dim
         self.network_size = network_size
@@ -236,6 +240,7 @@ class OPPO(OfflineAlgorithm):
         self.zero_context_eval = zero_context_eval
         self._sampler: WindowSampler | None = None
         self._pool: PreferencePool | None = None
+        self._heldout_pool: PreferencePool | None = None
         self._pool_windows: tuple[WindowTensors, WindowTensors] | None = None
         self._context_override: th.Tensor | None = None
         policy_kwargs = {
@@ -314,6 +319,10 @@ class OPPO(OfflineAlgorithm):
                 )
             if not self._pool.strict.any():
                 raise ValueError("Every pair of the label pool is a tie (0.5): OPPO's triplet loss needs strict preferences")
+        self._heldout_pool = heldout_pool(
+            dataset, self.heldout_labels, self.label_mode, self.pool_seed, self.context_length, self.foresee,
+            self.teacher, self.pool_dir,
+        )
 
     # ------------------------------------------------------------------ batches and updates
 
@@ -454,6 +463,22 @@ class OPPO(OfflineAlgorithm):
         first, second = pool.windows(self._sampler)
         return preference_accuracy(self.preference_probabilities(first, second), pool.targets)
 
+    @property
+    def labels_used(self) -> int:
+        """Labelled pairs learned from: the pool's size, or every pair sampled so far without a pool."""
+        if self._pool is not None:
+            return self._pool.n_pairs
+        if self.n_labels is not None:
+            return self.n_labels
+        return self._n_updates * self.batch_size
+
+    def progress_info(self) -> dict[str, float]:
+        """Labels used and, with ``heldout_labels``, the held-out preference accuracy of the z*-distance."""
+        info: dict[str, float] = {"labels": float(self.labels_used)}
+        if self._heldout_pool is not None:
+            info["preference_accuracy"] = self.preference_accuracy(self._heldout_pool)
+        return info
+
     def window_sampler(self) -> WindowSampler:
         """The sampler of the model's dataset (normalised observations, actions in [-1, 1])."""
         if self._sampler is None:
@@ -535,6 +560,7 @@ class OPPO(OfflineAlgorithm):
             "context_optimizer",
             "_sampler",
             "_pool",
+            "_heldout_pool",
             "_pool_windows",
             "_context_override",
             "_rng",
