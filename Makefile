@@ -1,5 +1,8 @@
 # The two commands of the README: `make run` and `make test`. Both set up .venv on
 # the first call (torch first, then the package) and reuse it afterwards.
+# Code style, as SB3 keeps it: `make lint` (ruff check), `make check-codestyle`
+# (ruff format --check), `make format` (rewrite), `make type` (mypy against the
+# listed baseline of known errors, mypy-baseline.txt, which may only shrink).
 PYTHON ?= python3
 VENV ?= .venv
 # A CPU machine takes torch==2.13.0 from a local wheel; on a CUDA machine set e.g.
@@ -9,7 +12,7 @@ EXTRAS ?= test,distributed,tensorboard,video
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: run test setup clean
+.PHONY: run test setup clean lint check-codestyle format type
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,19 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+check-codestyle: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+type: $(STAMP)
+	$(VENV)/bin/mypy rlkit benchmarks | $(VENV)/bin/mypy-baseline filter
 
 clean:
 	rm -rf $(VENV) .pytest_cache
