@@ -103,7 +103,9 @@ def fixed_batch(model: OPPO, targets: np.ndarray, seed: int = 0) -> OPPOBatch:
     n = len(targets)
     windows = model.window_sampler().sample(2 * n, np.random.default_rng(seed))
     first = th.arange(n)
-    return OPPOBatch(WindowTensors.from_windows(windows, model.device), 2 * n, first, first + n, th.as_tensor(targets, dtype=th.float32))
+    return OPPOBatch(
+        WindowTensors.from_windows(windows, model.device), 2 * n, first, first + n, th.as_tensor(targets, dtype=th.float32)
+    )
 
 
 # --------------------------------------------------------------------------- the alternating update
@@ -112,7 +114,11 @@ def fixed_batch(model: OPPO, targets: np.ndarray, seed: int = 0) -> OPPOBatch:
 def test_encoder_policy_step_leaves_z_star_bit_identical(dataset, pool):
     model = tiny_model(dataset, pool)
     model.learn(3)  # optimiser states exist
-    z_star, encoder, actor = model.policy.z_star.detach().clone(), parameters(model.policy.encoder), parameters(model.policy.actor)
+    z_star, encoder, actor = (
+        model.policy.z_star.detach().clone(),
+        parameters(model.policy.encoder),
+        parameters(model.policy.actor),
+    )
     model.update_encoder_policy(model._sample_batch(8))
     assert th.equal(model.policy.z_star, z_star)
     assert not same(encoder, model.policy.encoder) and not same(actor, model.policy.actor)
@@ -121,7 +127,11 @@ def test_encoder_policy_step_leaves_z_star_bit_identical(dataset, pool):
 def test_context_step_leaves_encoder_and_policy_identical(dataset, pool):
     model = tiny_model(dataset, pool)
     model.learn(3)
-    z_star, encoder, actor = model.policy.z_star.detach().clone(), parameters(model.policy.encoder), parameters(model.policy.actor)
+    z_star, encoder, actor = (
+        model.policy.z_star.detach().clone(),
+        parameters(model.policy.encoder),
+        parameters(model.policy.actor),
+    )
     model.update_optimal_context(model._sample_batch(8))
     assert same(encoder, model.policy.encoder) and same(actor, model.policy.actor)
     assert not th.equal(model.policy.z_star, z_star)
@@ -359,9 +369,19 @@ def trained(dataset) -> tuple[OPPO, PreferencePool]:
     labels = PreferencePool.create(dataset, 300, mode="window", seed=0, segment_length=10)
     held_out = PreferencePool.create(dataset, 300, mode="window", seed=1, segment_length=10)
     model = OPPO(
-        "TransformerPolicy", make_env(ENV), dataset=dataset, preference_pool=labels, seed=0, context_length=10,
-        network_size="cpu", batch_size=16, warmup_steps=100, learning_rate=1e-3, context_learning_rate=1e-2,
-        device="cpu", policy_kwargs=dict(hidden_size=32, ffn_size=64, dropout=0.0),
+        "TransformerPolicy",
+        make_env(ENV),
+        dataset=dataset,
+        preference_pool=labels,
+        seed=0,
+        context_length=10,
+        network_size="cpu",
+        batch_size=16,
+        warmup_steps=100,
+        learning_rate=1e-3,
+        context_learning_rate=1e-2,
+        device="cpu",
+        policy_kwargs=dict(hidden_size=32, ffn_size=64, dropout=0.0),
     ).learn(1200)
     return model, held_out
 
@@ -379,8 +399,10 @@ def test_learns_preferred_behaviour_on_mixed_toy_data(trained, dataset):
     model.set_context(None)
     bc = BC("MlpPolicy", env, dataset=dataset, seed=0, batch_size=64, policy_kwargs=dict(net_arch=[32, 32]), device="cpu")
     bc_return = bc.learn(1000).evaluate(env, n_episodes=10, seed=100)["return_mean"]
-    print(f"OPPO: held-out accuracy {accuracy:.3f}, return with z* {with_z_star:.1f}, "
-          f"with a bottom-quartile z {with_bottom_z:.1f}, BC {bc_return:.1f}")
+    print(
+        f"OPPO: held-out accuracy {accuracy:.3f}, return with z* {with_z_star:.1f}, "
+        f"with a bottom-quartile z {with_bottom_z:.1f}, BC {bc_return:.1f}"
+    )
     assert with_z_star > with_bottom_z + 5.0
     assert with_z_star >= bc_return
 
@@ -390,8 +412,16 @@ def test_learns_preferred_behaviour_on_mixed_toy_data(trained, dataset):
 
 def test_iql_bt_relabels_with_the_pool_reward_model(dataset, tmp_path):
     kwargs = dict(
-        n_labels=300, label_mode="window", segment_length=10, pool_dir=tmp_path, seed=0, batch_size=64,
-        policy_kwargs=dict(net_arch=[32, 32]), reward_net_arch=(32, 32), reward_epochs=100, device="cpu",
+        n_labels=300,
+        label_mode="window",
+        segment_length=10,
+        pool_dir=tmp_path,
+        seed=0,
+        batch_size=64,
+        policy_kwargs=dict(net_arch=[32, 32]),
+        reward_net_arch=(32, 32),
+        reward_epochs=100,
+        device="cpu",
     )
     model = IQLBT("MlpPolicy", make_env(ENV), dataset=dataset, **kwargs)
     held_out = PreferencePool.create(dataset, 300, mode="window", seed=1, segment_length=10)
@@ -424,8 +454,14 @@ def test_pbrl_offline_table_shows_labels_accuracy_and_score():
     from benchmarks.kinds import pbrl_offline
 
     def record(algo: str, kind: str, seed: int, score: float, **final) -> dict:
-        return {"algo": algo, "kind": kind, "task": "hopper-mr", "seed": seed, "status": "ok",
-                "final": {"return_mean": 0.0, "normalized": score, **final}}
+        return {
+            "algo": algo,
+            "kind": kind,
+            "task": "hopper-mr",
+            "seed": seed,
+            "status": "ok",
+            "final": {"return_mean": 0.0, "normalized": score, **final},
+        }
 
     records = [
         record("OPPO", "pbrl_offline", 0, 40.0, labels=500.0, preference_accuracy=0.8),

@@ -23,8 +23,14 @@ def chain_dataset(lengths=(7, 3, 12), terminated=(False, False, False)) -> Offli
     obs = np.asarray(obs, np.float32)
     ends = np.cumsum(lengths)
     return OfflineDataset(
-        obs, np.asarray(act), np.asarray(rew), obs + 0.5, np.asarray(term), np.asarray(tout),
-        episode_ends=ends, dataset_id="test/chain-v0",
+        obs,
+        np.asarray(act),
+        np.asarray(rew),
+        obs + 0.5,
+        np.asarray(term),
+        np.asarray(tout),
+        episode_ends=ends,
+        dataset_id="test/chain-v0",
     )
 
 

@@ -34,7 +34,13 @@ TASK_KEYS: dict[str, Any] = {
     "pool_seed": int,
     "heldout_labels": int,
 }
-DEFAULTS: dict[str, Any] = {"n_labels": 500, "label_mode": "foresee", "segment_length": 20, "pool_seed": 0, "heldout_labels": 500}
+DEFAULTS: dict[str, Any] = {
+    "n_labels": 500,
+    "label_mode": "foresee",
+    "segment_length": 20,
+    "pool_seed": 0,
+    "heldout_labels": 500,
+}
 #: offline algorithms of other kinds that use no reward at all
 NO_REWARD = ("BC",)
 

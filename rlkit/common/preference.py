@@ -586,7 +586,10 @@ class PreferencePool:
         return sampler.windows(self.episodes[:, 0], self.starts[:, 0]), sampler.windows(self.episodes[:, 1], self.starts[:, 1])
 
     def preference_dataset(self, sampler: WindowSampler) -> PreferenceDataset:
-        """The pairs as a :class:`PreferenceDataset` for :meth:`RewardEnsemble.fit` (observations as ``sampler`` gives them)."""
+        """The pairs as a :class:`PreferenceDataset` for :meth:`RewardEnsemble.fit`.
+
+        :param sampler: a sampler over the pool's dataset (the observations as it normalises them)
+        """
         first, second = self.windows(sampler)
         data = PreferenceDataset()
         data.add(
@@ -610,7 +613,14 @@ class PreferencePool:
             "n_transitions": self.n_transitions,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, episodes=self.episodes, starts=self.starts, scores=self.scores, targets=self.targets, meta=json.dumps(meta))
+        np.savez(
+            tmp,
+            episodes=self.episodes,
+            starts=self.starts,
+            scores=self.scores,
+            targets=self.targets,
+            meta=np.asarray(json.dumps(meta)),
+        )
         os.replace(tmp, path)
 
     @classmethod
@@ -729,7 +739,17 @@ def heldout_pool(
     teacher: str | dict,
     pool_dir: str | os.PathLike | None,
 ) -> PreferencePool | None:
-    """The held-out pool of a training pool's settings (seed ``pool_seed + HELDOUT_SEED_OFFSET``); ``None`` if ``n_pairs`` is 0."""
+    """The held-out pool of a training pool's settings: seed ``pool_seed + HELDOUT_SEED_OFFSET``; ``None`` for 0 pairs.
+
+    :param dataset: the offline dataset
+    :param n_pairs: size of the held-out pool (0: none)
+    :param mode: ``window`` or ``foresee``
+    :param pool_seed: seed of the training pool
+    :param segment_length: steps per segment
+    :param horizon: steps of the ``foresee`` score
+    :param teacher: the scripted teacher
+    :param pool_dir: cache folder of pools
+    """
     if n_pairs <= 0:
         return None
     return load_or_create_pool(

@@ -270,11 +270,11 @@ class RollingHistory:
         :param pad_action: value of padded actions
         """
         if not isinstance(state, tuple) or len(state) != 5:
-            raise ValueError(
-                "state must be the tuple returned by the previous predict() call (or None at an episode start)"
-            )
+            raise ValueError("state must be the tuple returned by the previous predict() call (or None at an episode start)")
         observations, actions, timesteps, mask, step = state
-        history = cls(observations.shape[0], observations.shape[1], observations.shape[2], actions.shape[2], pad_observation, pad_action)
+        history = cls(
+            observations.shape[0], observations.shape[1], observations.shape[2], actions.shape[2], pad_observation, pad_action
+        )
         history.observations[:], history.actions[:] = observations, actions
         history.timesteps[:], history.mask[:], history.step[:] = timesteps, mask, step
         return history

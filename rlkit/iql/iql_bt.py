@@ -34,7 +34,9 @@ class IQLBT(IQL):
     transition of the dataset is relabelled with the ensemble-mean reward of (normalised s, a),
     and IQL (eqs. 5-7 of Kostrikov et al., 2022) runs on these rewards, scaled as IQL scales true
     rewards (``max episode length / (max return - min return)``, Preference Transformer's
-    rescaling of learned rewards). The true rewards are never seen by IQL.
+    rescaling of learned rewards). The true rewards are never seen by IQL. The reward model
+    is saved with the model; one loaded with ``dataset=`` refits it from the same pool and seed
+    (the same model) to relabel that dataset.
 
     :param policy: the policy model ("MlpPolicy")
     :param env: the environment, its id, or ``None`` (spaces from the dataset)
@@ -116,9 +118,9 @@ class IQLBT(IQL):
         )
 
     def _build_reward_model(self, obs_dim: int, action_dim: int) -> RewardEnsemble:
-        return RewardEnsemble(
-            obs_dim, action_dim, self.reward_members, self.reward_net_arch, self.reward_learning_rate
-        ).to(self.device)
+        return RewardEnsemble(obs_dim, action_dim, self.reward_members, self.reward_net_arch, self.reward_learning_rate).to(
+            self.device
+        )
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -151,8 +153,14 @@ class IQLBT(IQL):
         )
         self.labels_used = pool.n_pairs
         heldout = heldout_pool(
-            dataset, self.heldout_labels, self.label_mode, self.pool_seed, self.segment_length, self.foresee,
-            self.teacher, self.pool_dir,
+            dataset,
+            self.heldout_labels,
+            self.label_mode,
+            self.pool_seed,
+            self.segment_length,
+            self.foresee,
+            self.teacher,
+            self.pool_dir,
         )
         if heldout is not None:
             self.heldout_accuracy = self.preference_accuracy(heldout, dataset)
@@ -221,4 +229,3 @@ class IQLBT(IQL):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, tensors = super()._get_torch_save_params()
         return [*state_dicts, "reward_model", "reward_model.optimizer"], tensors
-

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import update_learning_rate
@@ -39,7 +40,7 @@ class WindowTensors(NamedTuple):
             th.as_tensor(windows.mask, device=device),
         )
 
-    def index(self, index: th.Tensor | slice) -> WindowTensors:
+    def select(self, index: th.Tensor | slice) -> WindowTensors:
         """The windows at ``index``."""
         return WindowTensors(*(field[index] for field in self))
 
@@ -295,7 +296,8 @@ class OPPO(OfflineAlgorithm):
                 f"The dataset has an episode of {longest} steps but the timestep embedding has {max_timestep} entries: "
                 f"pass policy_kwargs=dict(max_timestep={longest}) or more"
             )
-        low, high = self.action_space.low, self.action_space.high  # type: ignore[union-attr]
+        assert isinstance(self.action_space, spaces.Box)
+        low, high = self.action_space.low, self.action_space.high
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
             raise ValueError(f"OPPO needs a bounded Box action space (its policy ends in tanh), got {self.action_space}")
         self._sampler = WindowSampler(dataset, self.context_length, self.obs_mean, self.obs_std, low, high, pad_action=-10.0)
@@ -320,8 +322,14 @@ class OPPO(OfflineAlgorithm):
             if not self._pool.strict.any():
                 raise ValueError("Every pair of the label pool is a tie (0.5): OPPO's triplet loss needs strict preferences")
         self._heldout_pool = heldout_pool(
-            dataset, self.heldout_labels, self.label_mode, self.pool_seed, self.context_length, self.foresee,
-            self.teacher, self.pool_dir,
+            dataset,
+            self.heldout_labels,
+            self.label_mode,
+            self.pool_seed,
+            self.context_length,
+            self.foresee,
+            self.teacher,
+            self.pool_dir,
         )
 
     # ------------------------------------------------------------------ batches and updates
@@ -335,21 +343,23 @@ class OPPO(OfflineAlgorithm):
             # The official scripted labels: the two halves compared by their foresee return (ties: 0.5, dropped)
             score = self._sampler.foresee_returns(fresh.episodes, fresh.starts, self.foresee)
             first_score, second_score = score[:batch_size], score[batch_size:]
-            targets = np.where(second_score > first_score, 1.0, np.where(second_score < first_score, 0.0, 0.5))
+            labels = np.where(second_score > first_score, 1.0, np.where(second_score < first_score, 0.0, 0.5))
             first = th.arange(batch_size, device=self.device)
-            return OPPOBatch(windows, 2 * batch_size, first, first + batch_size, th.as_tensor(targets, dtype=th.float32, device=self.device))
+            return OPPOBatch(
+                windows, 2 * batch_size, first, first + batch_size, th.as_tensor(labels, dtype=th.float32, device=self.device)
+            )
         assert self._pool is not None
         strict = np.flatnonzero(self._pool.strict)
         pick = th.as_tensor(strict[self._rng.integers(len(strict), size=batch_size)], device=self.device)
         pool_first, pool_second = self._pool_windows
-        windows = WindowTensors.cat([windows, pool_first.index(pick), pool_second.index(pick)])
+        windows = WindowTensors.cat([windows, pool_first.select(pick), pool_second.select(pick)])
         first = th.arange(2 * batch_size, 3 * batch_size, device=self.device)
         targets = th.as_tensor(self._pool.targets, device=self.device)[pick]
         return OPPOBatch(windows, 2 * batch_size, first, first + batch_size, targets)
 
     def _him_loss(self, z: th.Tensor, windows: WindowTensors, n_him: int) -> th.Tensor:
         """L_HIM(B1) + L_HIM(B2): mean squared action error over the real steps of each half."""
-        him = windows.index(slice(0, n_him))
+        him = windows.select(slice(0, n_him))
         predicted = self.policy.actor(z[:n_him], him.observations, him.actions, him.timesteps, him.mask)
         error = (predicted - him.actions).pow(2).mean(dim=-1)
         mask = him.mask.to(error.dtype)
@@ -387,7 +397,7 @@ class OPPO(OfflineAlgorithm):
         :return: the triplet loss and the number of strict pairs (no step without one)
         """
         pairs = th.cat([batch.first, batch.second])
-        windows = batch.windows.index(pairs)
+        windows = batch.windows.select(pairs)
         with th.no_grad():
             z = self.policy.encoder(windows.observations, windows.actions, windows.timesteps, windows.mask)
         n = len(batch.first)
@@ -528,8 +538,8 @@ class OPPO(OfflineAlgorithm):
             raise ValueError("OPPO needs Box observations, got a dict observation")
         obs = np.asarray(observation, dtype=np.float32)
         single = obs.shape == self.observation_space.shape
-        obs = self.normalize_observation(obs.reshape(-1, int(np.prod(self.observation_space.shape))))
-        n, action_dim = len(obs), int(np.prod(self.action_space.shape))
+        obs = self.normalize_observation(obs.reshape(-1, spaces.flatdim(self.observation_space)))
+        n, action_dim = len(obs), spaces.flatdim(self.action_space)
         if state is None:
             history = RollingHistory(n, self.context_length, obs.shape[1], action_dim)
         else:
@@ -542,7 +552,10 @@ class OPPO(OfflineAlgorithm):
         self.policy.set_training_mode(False)
         with th.no_grad():
             tensors = WindowTensors(
-                *(th.as_tensor(x, device=self.device) for x in (history.observations, history.actions, history.timesteps, history.mask))
+                *(
+                    th.as_tensor(x, device=self.device)
+                    for x in (history.observations, history.actions, history.timesteps, history.mask)
+                )
             )
             scaled = self.policy.act(self._context(n), *tensors).cpu().numpy()
         history.set_last_action(scaled)

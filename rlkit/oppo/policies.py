@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
@@ -12,9 +11,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 #: sizes of the official code (``args.py`` of the scripted variant): 3 layers, hidden 128, FFN 512, dropout 0.1
-PAPER_SIZE: dict[str, Any] = dict(
-    hidden_size=128, n_layers=3, encoder_heads=2, policy_heads=1, ffn_size=512, dropout=0.1
-)
+PAPER_SIZE: dict[str, Any] = dict(hidden_size=128, n_layers=3, encoder_heads=2, policy_heads=1, ffn_size=512, dropout=0.1)
 #: a configuration for CPU runs: one layer of width 64
 CPU_SIZE: dict[str, Any] = dict(hidden_size=64, n_layers=1, encoder_heads=2, policy_heads=1, ffn_size=128, dropout=0.1)
 #: network sizes by name (``OPPO(network_size=...)``)
@@ -221,15 +218,16 @@ class OPPOPolicy(BasePolicy):
         z_init_std: float = 2.0,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
-        obs_dim = int(np.prod(observation_space.shape))
-        action_dim = int(np.prod(action_space.shape))
+        obs_dim, action_dim = spaces.flatdim(observation_space), spaces.flatdim(action_space)
         self.context_length = context_length
         self.z_dim = z_dim
         self.hidden_size, self.n_layers, self.ffn_size, self.dropout = hidden_size, n_layers, ffn_size, dropout
         self.encoder_heads, self.policy_heads = encoder_heads, policy_heads
         self.max_timestep = max_timestep
         self.z_init_std = z_init_std
-        sizes = dict(hidden_size=hidden_size, n_layers=n_layers, ffn_size=ffn_size, dropout=dropout, max_timestep=max_timestep)
+        sizes: dict[str, Any] = dict(
+            hidden_size=hidden_size, n_layers=n_layers, ffn_size=ffn_size, dropout=dropout, max_timestep=max_timestep
+        )
         self.encoder = HindsightEncoder(obs_dim, action_dim, z_dim, n_heads=encoder_heads, **sizes)
         self.actor = ContextTransformerActor(obs_dim, action_dim, z_dim, n_heads=policy_heads, **sizes)
         self.z_star = nn.Parameter(th.randn(z_dim) * z_init_std)
@@ -253,7 +251,9 @@ class OPPOPolicy(BasePolicy):
         )
         return data
 
-    def act(self, context: th.Tensor, observations: th.Tensor, actions: th.Tensor, timesteps: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    def act(
+        self, context: th.Tensor, observations: th.Tensor, actions: th.Tensor, timesteps: th.Tensor, mask: th.Tensor
+    ) -> th.Tensor:
         """The action in [-1, 1] at the last position of each history window, shape ``(N, action_dim)``."""
         return self.actor(context, observations, actions, timesteps, mask)[:, -1]
 
