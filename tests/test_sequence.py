@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlkit.common.preference import PreferencePool, load_or_create_pool, pool_path, preference_accuracy
+from rlkit.common.preference import (
+    PreferencePool,
+    dataset_fingerprint,
+    load_or_create_pool,
+    pool_path,
+    preference_accuracy,
+)
 from rlkit.common.sequence import RollingHistory, WindowSampler
 from rlkit.data import OfflineDataset
 
@@ -126,7 +132,7 @@ def test_pool_labels_modes_and_cache(tmp_path):
     assert preference_accuracy(foresee.scores[:, 1] > foresee.scores[:, 0], foresee.targets) == 1.0
 
     first = load_or_create_pool(data, 50, "foresee", seed=1, segment_length=5, horizon=30, pool_dir=tmp_path)
-    path = pool_path("test/chain-v0", 50, "foresee", 1, 5, 30, "oracle", tmp_path)
+    path = pool_path("test/chain-v0", 50, "foresee", 1, 5, 30, "oracle", tmp_path, dataset_fingerprint(data))
     assert path.is_file()
     again = load_or_create_pool(data, 50, "foresee", seed=1, segment_length=5, horizon=30, pool_dir=tmp_path)
     np.testing.assert_array_equal(again.starts, first.starts)
@@ -137,6 +143,12 @@ def test_pool_labels_modes_and_cache(tmp_path):
         PreferencePool.create(data, 10, mode="episode")
     with pytest.raises(ValueError, match="drawn from 'test/chain-v0' with 120 transitions"):
         first.check_dataset(chain_dataset((40, 40), (False, False)))
+    # the same id and size, other data: another fingerprint, another cache file, and the old pool is refused
+    other_data = chain_dataset((30, 50, 40), (False, False, False))
+    with pytest.raises(ValueError, match="fingerprint"):
+        first.check_dataset(other_data)
+    fresh = load_or_create_pool(other_data, 50, "foresee", seed=1, segment_length=5, horizon=30, pool_dir=tmp_path)
+    assert fresh.fingerprint == dataset_fingerprint(other_data) != first.fingerprint
 
 
 def test_pool_of_an_unnamed_dataset_is_not_cached(tmp_path):

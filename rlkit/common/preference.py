@@ -436,6 +436,14 @@ def default_pool_dir() -> Path:
     return Path(os.environ.get(POOL_DIR_ENV, Path.home() / ".cache" / "rlkit" / "preference-pools"))
 
 
+def dataset_fingerprint(dataset: OfflineDataset) -> str:
+    """A short hash of a dataset's episode boundaries and rewards: two datasets that share an id but not their
+    data (generated with other settings, another store) get different pools."""
+    digest = hashlib.sha256(dataset.episode_ends.astype(np.int64).tobytes())
+    digest.update(dataset.rewards.astype(np.float32).tobytes())
+    return digest.hexdigest()[:10]
+
+
 def _teacher_key(teacher: str | dict) -> str:
     if isinstance(teacher, str):
         return teacher
@@ -472,6 +480,7 @@ class PreferencePool:
     :param scores: the teacher's score of both segments, shape ``(N, 2)``
     :param targets: P(second segment preferred), shape ``(N,)``
     :param n_transitions: number of transitions of the dataset (checked when the pool is used)
+    :param fingerprint: :func:`dataset_fingerprint` of the dataset (checked when the pool is used)
     """
 
     dataset_id: str
@@ -485,6 +494,7 @@ class PreferencePool:
     scores: np.ndarray
     targets: np.ndarray
     n_transitions: int
+    fingerprint: str = ""
 
     @property
     def n_pairs(self) -> int:
@@ -563,14 +573,20 @@ class PreferencePool:
             scores=np.concatenate(scores)[:n_pairs].astype(np.float64),
             targets=np.concatenate(targets)[:n_pairs].astype(np.float32),
             n_transitions=len(dataset),
+            fingerprint=dataset_fingerprint(dataset),
         )
 
     def check_dataset(self, dataset: OfflineDataset) -> None:
         """Raise a ``ValueError`` if ``dataset`` is not the one the pool's indices refer to."""
-        if len(dataset) != self.n_transitions or int(self.episodes.max()) >= len(dataset.episode_ends):
+        if (
+            len(dataset) != self.n_transitions
+            or int(self.episodes.max()) >= len(dataset.episode_ends)
+            or (self.fingerprint and self.fingerprint != dataset_fingerprint(dataset))
+        ):
             raise ValueError(
-                f"This label pool was drawn from {self.dataset_id!r} with {self.n_transitions} transitions, but the dataset "
-                f"given has {len(dataset)}: use the pool's dataset, or delete the cached pool to draw a new one"
+                f"This label pool was drawn from {self.dataset_id!r} with {self.n_transitions} transitions (fingerprint "
+                f"{self.fingerprint}), but the dataset given has {len(dataset)} (fingerprint {dataset_fingerprint(dataset)}): "
+                "use the pool's dataset, or delete the cached pool to draw a new one"
             )
 
     def windows(self, sampler: WindowSampler) -> tuple[Windows, Windows]:
@@ -611,6 +627,7 @@ class PreferencePool:
             "horizon": self.horizon,
             "teacher": self.teacher,
             "n_transitions": self.n_transitions,
+            "fingerprint": self.fingerprint,
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez(
@@ -634,11 +651,29 @@ class PreferencePool:
 
 
 def pool_path(
-    dataset_id: str, n_pairs: int, mode: str, seed: int, segment_length: int, horizon: int, teacher: str | dict,
+    dataset_id: str,
+    n_pairs: int,
+    mode: str,
+    seed: int,
+    segment_length: int,
+    horizon: int,
+    teacher: str | dict,
     pool_dir: str | os.PathLike | None = None,
+    fingerprint: str = "",
 ) -> Path:
-    """Cache file of the pool with these settings (see :func:`load_or_create_pool`)."""
-    name = dataset_id.replace("/", "-")
+    """Cache file of the pool with these settings (see :func:`load_or_create_pool`).
+
+    :param dataset_id: the dataset's id
+    :param n_pairs: N_q
+    :param mode: ``window`` or ``foresee``
+    :param seed: seed of the pool
+    :param segment_length: steps per segment
+    :param horizon: steps of the ``foresee`` score
+    :param teacher: the scripted teacher (preset name or dict)
+    :param pool_dir: cache folder (default :func:`default_pool_dir`)
+    :param fingerprint: :func:`dataset_fingerprint` of the dataset
+    """
+    name = dataset_id.replace("/", "-") + (f"-{fingerprint}" if fingerprint else "")
     horizon_part = f"-h{horizon}" if mode == "foresee" else ""
     stem = f"{name}__n{n_pairs}__{mode}{horizon_part}__len{segment_length}__{_teacher_key(teacher)}__seed{seed}"
     return Path(pool_dir if pool_dir is not None else default_pool_dir()) / f"{stem}.npz"
@@ -671,7 +706,8 @@ def load_or_create_pool(
     """
     if dataset.dataset_id is None:  # nothing names the dataset: draw the pool, cache nothing
         return PreferencePool.create(dataset, n_pairs, mode, seed, segment_length, horizon, teacher)
-    path = pool_path(dataset.dataset_id, n_pairs, mode, seed, segment_length, horizon, teacher, pool_dir)
+    fingerprint = dataset_fingerprint(dataset)
+    path = pool_path(dataset.dataset_id, n_pairs, mode, seed, segment_length, horizon, teacher, pool_dir, fingerprint)
     if path.is_file():
         pool = PreferencePool.load(path)
     else:
