@@ -1,4 +1,4 @@
-"""Tests of on-policy MDPO and off-policy MDPOOff (issue 5, item 6)."""
+"""Tests of on-policy MDPO and off-policy MDPOOff: the objective, the update steps, learning, the SB3 contract."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from rlkit.common.evaluation import evaluate
 from rlkit.envs.toy import PointReachEnv
@@ -138,19 +142,125 @@ def test_first_inner_step_of_mdpo_is_a_vanilla_policy_gradient_step():
             th.testing.assert_close(new_params[name].detach() - param.detach(), param.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_mdpo_penalises_kl_from_new_to_old_policy():
-    """After one iteration the logged KL is KL(pi_{k+1} || pi_k) on the rollout, not KL(pi_k || pi_{k+1})."""
-    model = _make(MDPO, {**SMALL_ON, "learning_rate": 0.05, "step_size": 10.0})
-    anchor = copy.deepcopy(model.policy)
-    model.learn(64)
-    obs = th.as_tensor(model.rollout_buffer.observations.reshape(64, -1))
+def _sgd_mdpo(sgd_steps: int, step_size: float, learning_rate: float = 0.05) -> MDPO:
+    """MDPO with plain SGD, no gradient clipping and a constant step size t, on a 128-step rollout."""
+    return MDPO(
+        "MlpPolicy",
+        PointReachEnv(),
+        n_steps=128,
+        sgd_steps=sgd_steps,
+        step_size=step_size,
+        n_epochs=1,
+        max_grad_norm=1e9,
+        learning_rate=learning_rate,
+        policy_kwargs=dict(net_arch=[16, 16], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
+        seed=0,
+        device="cpu",
+    )
+
+
+def _one_iteration(model: MDPO) -> ActorCriticPolicy:
+    """Collect one rollout and run ``train()`` once; return the policy that collected it (the anchor pi_k)."""
+    anchors: list[ActorCriticPolicy] = []
+    train = model.train
+
+    def recording_train() -> None:
+        anchors.append(copy.deepcopy(model.policy))
+        train()
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(model.n_steps)
+    return anchors[0]
+
+
+def _policy_parameters(policy: ActorCriticPolicy) -> dict[str, th.Tensor]:
+    """The parameters of the policy head (the value network is fitted separately)."""
+    return {name: param for name, param in policy.named_parameters() if "value" not in name}
+
+
+def _reference_mirror_descent(
+    anchor: ActorCriticPolicy,
+    buffer: RolloutBuffer,
+    sgd_steps: int,
+    kl_weight: float,
+    learning_rate: float,
+    kl_new_old: bool = True,
+) -> tuple[ActorCriticPolicy, list[float]]:
+    """m plain-SGD steps on -Psi, written with torch.distributions: Psi = E[r A] - kl_weight * E[KL(new || old)].
+
+    :return: the policy after the m steps and the KL of each step's loss
+    """
+    policy = copy.deepcopy(anchor)
+    obs = th.as_tensor(buffer.observations.reshape(buffer.buffer_size, -1))
+    actions = th.as_tensor(buffer.actions.reshape(buffer.buffer_size, -1))
+    advantages = th.as_tensor(buffer.advantages.flatten())
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     with th.no_grad():
+        old = anchor.get_distribution(obs).distribution
+        old = th.distributions.Normal(old.mean.clone(), old.stddev.clone())
+        old_log_prob = old.log_prob(actions).sum(-1)
+    optimizer = th.optim.SGD(_policy_parameters(policy).values(), lr=learning_rate)
+    kls = []
+    for _ in range(sgd_steps):
+        new = policy.get_distribution(obs).distribution
+        ratio = th.exp(new.log_prob(actions).sum(-1) - old_log_prob)
+        kl = th.distributions.kl_divergence(new, old) if kl_new_old else th.distributions.kl_divergence(old, new)
+        kl = kl.sum(-1).mean()
+        loss = -((ratio * advantages).mean() - kl_weight * kl)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        kls.append(kl.item())
+    return policy, kls
+
+
+def _max_difference(first: ActorCriticPolicy, second: ActorCriticPolicy) -> float:
+    second_params = _policy_parameters(second)
+    return max((param - second_params[name]).abs().max().item() for name, param in _policy_parameters(first).items())
+
+
+def test_mdpo_train_optimises_kl_new_old_with_weight_one_over_t_over_m_steps():
+    """train() with m = 5 inner steps equals 5 SGD steps on E[r A] - (1/t) E[KL(pi_theta || pi_k)], pi_k frozen.
+
+    The reference loop takes the KL from torch.distributions.kl_divergence(new, old). With t = 0.2 the KL
+    term is active from the second step on, so a reversed KL, KL(pi_k || pi_theta), or the weight t instead
+    of 1/t moves the parameters far more than the tolerance (checked below), and the test fails.
+    """
+    sgd_steps, step_size, learning_rate = 5, 0.2, 0.05
+    model = _sgd_mdpo(sgd_steps, step_size, learning_rate)
+    anchor = _one_iteration(model)
+    buffer = model.rollout_buffer
+    expected, kls = _reference_mirror_descent(anchor, buffer, sgd_steps, 1.0 / step_size, learning_rate)
+    assert _max_difference(model.policy, expected) < 1e-5
+    # the train/kl logged is the KL of the last inner step's loss (the optimised tensor), not a recomputation
+    assert kls[0] == pytest.approx(0.0, abs=1e-7) and kls[-1] > 5e-4
+    assert model.logger.name_to_value["train/kl"] == pytest.approx(kls[-1], rel=1e-5)
+    with th.no_grad():
+        obs = th.as_tensor(buffer.observations.reshape(buffer.buffer_size, -1))
         new, old = model.policy.get_distribution(obs).distribution, anchor.get_distribution(obs).distribution
-        kl_new_old = th.distributions.kl_divergence(new, old).sum(-1).mean().item()
-        kl_old_new = th.distributions.kl_divergence(old, new).sum(-1).mean().item()
-    logged = model.logger.name_to_value["train/kl"]
-    assert logged == pytest.approx(kl_new_old, rel=1e-4)
-    assert logged != pytest.approx(kl_old_new, rel=1e-2)
+        kl_after = th.distributions.kl_divergence(new, old).sum(-1).mean().item()
+    assert model.logger.name_to_value["train/kl"] != pytest.approx(kl_after, rel=1e-2)
+    # the test can fail: the wrong direction or the wrong weight gives other parameters
+    reversed_kl, _ = _reference_mirror_descent(anchor, buffer, sgd_steps, 1.0 / step_size, learning_rate, kl_new_old=False)
+    weight_t, _ = _reference_mirror_descent(anchor, buffer, sgd_steps, step_size, learning_rate)
+    assert _max_difference(reversed_kl, expected) > 1e-4
+    assert _max_difference(weight_t, expected) > 1e-4
+
+
+def test_mdpo_step_shrinks_as_the_kl_weight_one_over_t_grows():
+    """On the same rollout, a smaller step size t (a larger KL weight 1/t) gives a smaller KL(pi_{k+1} || pi_k).
+
+    A KL weighted by t instead of 1/t reverses the order and fails the test.
+    """
+    achieved = []
+    for step_size in (5.0, 0.5, 0.05):
+        model = _sgd_mdpo(sgd_steps=10, step_size=step_size, learning_rate=0.02)
+        anchor = _one_iteration(model)
+        obs = th.as_tensor(model.rollout_buffer.observations.reshape(128, -1))
+        with th.no_grad():
+            new, old = model.policy.get_distribution(obs).distribution, anchor.get_distribution(obs).distribution
+            achieved.append(th.distributions.kl_divergence(new, old).sum(-1).mean().item())
+    assert achieved[0] > achieved[1] > achieved[2] > 0, achieved
 
 
 def test_step_size_follows_the_official_annealing_with_floor():
@@ -239,6 +349,70 @@ def test_off_policy_gradient_at_the_anchor_is_sac_gradient_with_temperature_lamb
     sac_grad_c, _ = _sac_actor_gradient(sac, obs, kl_coef)
     # Monte-Carlo error is about 2% of the gap to the wrong answer (SAC with temperature c)
     assert (mdpo_grad - sac_grad_lambda).norm() < 0.1 * (sac_grad_c - sac_grad_lambda).norm()
+
+
+def _fixed_batch(n: int = 32, seed: int = 8) -> ReplayBufferSamples:
+    """A replay batch of PointReachEnv's shapes with a few terminal transitions."""
+    gen = th.Generator().manual_seed(seed)
+    dones = (th.rand(n, 1, generator=gen) < 0.25).float()
+    return ReplayBufferSamples(
+        th.randn(n, 4, generator=gen),
+        th.rand(n, 2, generator=gen) * 2 - 1,
+        th.randn(n, 4, generator=gen),
+        dones,
+        th.randn(n, 1, generator=gen),
+    )
+
+
+def test_mdpo_off_critic_step_regresses_q_on_the_v_target_and_v_on_min_q_minus_lambda_log_pi():
+    """One SAC-v1 critic step on a fixed batch, against hand-computed targets and plain SGD:
+
+    y_Q = r + gamma (1 - d) V_target(s'), y_V = min_i Q_i(s, a_theta) - lambda log pi_theta(a_theta|s),
+    loss 0.5 sum_i MSE(Q_i, y_Q) + 0.5 MSE(V, y_V), then V_target <- tau V + (1 - tau) V_target.
+    V_target is moved away from V first, so a Q target that bootstraps from the online V fails, as do
+    a V target without -lambda log pi, a missing (1 - d) and a skipped Polyak update.
+    """
+    gamma, tau, ent_coef, learning_rate, n = 0.9, 0.1, 0.3, 0.1, 32
+    model = MDPOOff(
+        "MlpPolicy",
+        PointReachEnv(),
+        gamma=gamma,
+        tau=tau,
+        ent_coef=ent_coef,
+        learning_rate=learning_rate,
+        policy_kwargs=dict(net_arch=[16, 16], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
+        seed=0,
+        device="cpu",
+    )
+    model.set_logger(configure(None, []))
+    batch = _fixed_batch(n)
+    model.replay_buffer.sample = lambda *args, **kwargs: batch  # type: ignore[method-assign]
+    with th.no_grad():
+        for param in model.value_target.parameters():
+            param.add_(0.3 * th.randn(param.shape, generator=th.Generator().manual_seed(9)))
+    critic, value, value_target, actor = (copy.deepcopy(m) for m in (model.critic, model.value_net, model.value_target, model.actor))
+
+    th.manual_seed(10)
+    model.train(gradient_steps=1, batch_size=n)
+
+    th.manual_seed(10)  # the same reparameterised sample as the actor loss's
+    with th.no_grad():
+        actions_pi, log_pi = actor.action_log_prob(batch.observations)
+        q_pi = th.minimum(*critic(batch.observations, actions_pi)).flatten()
+        value_targets = q_pi - ent_coef * log_pi
+        q_targets = batch.rewards.flatten() + gamma * (1 - batch.dones.flatten()) * value_target(batch.next_observations).flatten()
+    loss = sum(0.5 * ((q.flatten() - q_targets) ** 2).mean() for q in critic(batch.observations, batch.actions))
+    loss = loss + 0.5 * ((value(batch.observations).flatten() - value_targets) ** 2).mean()
+    loss.backward()
+    for before, after in ((critic, model.critic), (value, model.value_net)):
+        for (name, param), new in zip(before.named_parameters(), after.parameters(), strict=True):
+            th.testing.assert_close(new.detach(), param.detach() - learning_rate * param.grad, atol=1e-6, rtol=1e-5, msg=name)
+    for old, new_v, new_target in zip(value_target.parameters(), model.value_net.parameters(), model.value_target.parameters(), strict=True):
+        th.testing.assert_close(new_target, tau * new_v.detach() + (1 - tau) * old.detach(), atol=1e-6, rtol=1e-5)
+    # the check can fail: V and V_target differ where the target is read
+    with th.no_grad():
+        gap = (value(batch.next_observations) - value_target(batch.next_observations)).abs().mean().item()
+    assert gap > 0.1 and (ent_coef * log_pi).abs().mean().item() > 0.1
 
 
 def test_anchor_is_hard_copied_every_m_gradient_steps():

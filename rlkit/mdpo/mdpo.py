@@ -266,6 +266,10 @@ class MDPO(EvaluateMixin, OnPolicyAlgorithm):
         """
         One mirror-descent iteration on the rollout buffer: ``sgd_steps`` full-batch
         steps on Psi(theta, theta_k), then ``n_epochs`` epochs of clipped value regression.
+
+        ``train/kl``, ``train/policy_gradient_loss`` and ``train/entropy_loss`` are the terms of
+        the last inner step's loss, the tensors that step optimised: ``train/kl`` is
+        KL(pi_theta || pi_k) at the parameters that step started from (0 when ``sgd_steps=1``).
         """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -296,11 +300,6 @@ class MDPO(EvaluateMixin, OnPolicyAlgorithm):
             policy_loss.backward()
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-
-        with th.no_grad():
-            distribution = self.policy.get_distribution(observations)
-            kl = diagonal_gaussian_kl(distribution.distribution.mean, distribution.distribution.stddev, mean_old, std_old)
-            objective = mdpo_objective(distribution.log_prob(actions), rollout.old_log_prob, advantages, kl, step_size)
 
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
         value_losses = []
