@@ -1,7 +1,8 @@
-"""Tests of PMOE-SAC and PMOE-PPO (issue 6, item 5)."""
+"""Tests of PMOE-SAC and PMOE-PPO: K = 1 is SAC, the estimator, the mixture, the update steps, learning, the SB3 contract."""
 
 from __future__ import annotations
 
+import copy
 import math
 from statistics import NormalDist
 from typing import Any
@@ -434,3 +435,67 @@ def test_same_seed_same_run(algo: type, variant: dict):
 def test_bad_arguments_are_rejected(algo: type, kwargs: dict, match: str):
     with pytest.raises(ValueError, match=match):
         algo("MlpPolicy", PointReachEnv(), device="cpu", **kwargs)
+
+
+def test_temperature_loss_uses_the_log_prob_of_the_selected_expert():
+    """With K = 2, the temperature step descends -log(ent_coef) (l_{k*} + H_target) with l_{k*} the log-density of
+    the best expert k*(s) = argmax_k min_i Q_i(s, a_k), not the mean over the experts (which fails the test).
+
+    Plain SGD on log(ent_coef): its change is lr * mean_s(l_{k*} + H_target). The experts' samples are redrawn
+    from a copy of the actor with the same seed and scored with the critic after its step, as ``train`` does.
+    """
+    learning_rate, n = 0.1, 64
+    model = _make(PMOESAC, dict(learning_rate=learning_rate, policy_kwargs=dict(net_arch=[16, 16])), n_experts=2)
+    model.ent_coef_optimizer = th.optim.SGD([model.log_ent_coef], lr=learning_rate)
+    model.set_logger(configure(None, []))
+    gen = th.Generator().manual_seed(11)
+    batch = ReplayBufferSamples(
+        th.randn(n, 4, generator=gen), th.rand(n, 2, generator=gen) * 2 - 1, th.randn(n, 4, generator=gen), th.zeros(n, 1), th.randn(n, 1, generator=gen)
+    )
+    model.replay_buffer.sample = lambda *args, **kwargs: batch  # type: ignore[method-assign]
+    actor = copy.deepcopy(model.actor)
+    log_ent_coef = model.log_ent_coef.item()
+
+    th.manual_seed(12)
+    model.train(gradient_steps=1, batch_size=n)
+
+    th.manual_seed(12)
+    with th.no_grad():
+        expert_actions, expert_log_prob, _ = actor.expert_actions_log_prob(batch.observations)
+        q_values = [
+            th.minimum(*model.critic(batch.observations, expert_actions[:, k])).flatten() for k in range(2)
+        ]
+        best = th.stack(q_values, dim=1).argmax(dim=1)
+    selected = expert_log_prob[th.arange(n), best]
+    expected = log_ent_coef + learning_rate * (selected + model.target_entropy).mean().item()
+    assert model.log_ent_coef.item() == pytest.approx(expected, abs=1e-6)
+    # the test can fail: both experts are selected somewhere, and the mean over experts gives another step
+    assert 0 < best.sum().item() < n
+    mean_over_experts = log_ent_coef + learning_rate * (expert_log_prob.mean(dim=1) + model.target_entropy).mean().item()
+    assert abs(mean_over_experts - expected) > 1e-3
+
+
+def test_ppo_policy_loss_is_the_clipped_surrogate_of_the_mixture_ratio_with_normalised_advantages():
+    """PMOE-PPO's actor loss on a fixed minibatch: -mean min(r A, clip(r, 1 -+ 0.2) A) with the advantages standardised
+    and r = pi(a|s) / pi_old(a|s), pi the Gaussian mixture written with torch.distributions.MixtureSameFamily.
+
+    The policy is moved away from the one that collected the rollout, so that the ratio leaves the clip range:
+    a surrogate without the clip, or without the advantage normalisation, fails the test.
+    """
+    model = _make(PMOEPPO, SMALL_PPO, n_experts=3).learn(64)
+    gen = th.Generator().manual_seed(13)
+    with th.no_grad():
+        for param in (*model.policy.action_net.parameters(), model.policy.log_std):
+            param.add_(0.3 * th.randn(param.shape, generator=gen))
+    batch = next(model.rollout_buffer.get(64))
+    losses = model._minibatch_losses(batch, clip_range=0.2, clip_range_vf=None)
+    with th.no_grad():
+        mixture = model.policy.get_distribution(batch.observations)
+        experts = th.distributions.Independent(th.distributions.Normal(mixture.means, mixture.log_stds.exp()), 1)
+        policy = th.distributions.MixtureSameFamily(th.distributions.Categorical(probs=mixture.weights), experts)
+        ratio = th.exp(policy.log_prob(batch.actions) - batch.old_log_prob)
+    advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    expected = -th.minimum(ratio * advantages, th.clamp(ratio, 0.8, 1.2) * advantages).mean()
+    th.testing.assert_close(losses["policy"].detach(), expected, atol=1e-5, rtol=1e-4)
+    assert ((ratio - 1).abs() > 0.2).float().mean() > 0.2  # the clip is active
+    assert (batch.advantages - advantages).abs().max() > 0.1  # normalising changes the advantages
