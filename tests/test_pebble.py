@@ -1,7 +1,8 @@
-"""Tests of PEBBLE and PARL (issue 12): hypergradient, phases of the loop, learning, SB3 contract."""
+"""Tests of PEBBLE and PARL: hypergradient, phases of the loop, PARL's reward step, learning, SB3 contract."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -160,6 +161,39 @@ def test_intrinsic_reward_is_the_knn_distance_over_its_std():
     third = distances.sort(dim=1).values[:, 2]  # itself, then its 2 nearest neighbours
     std = float(np.sqrt(model.state_entropy_stats.var))
     th.testing.assert_close(reward, third / std)
+
+
+def _flat(module: th.nn.Module) -> th.Tensor:
+    return th.cat([param.detach().flatten() for param in module.parameters()])
+
+
+def test_parl_reward_step_adds_the_clipped_hypergradient_correction_to_the_fit():
+    """PARL's upper step is PEBBLE's fit followed by ``correction_lr`` times the hypergradient correction, its norm
+    clipped to ``correction_clip``. The fit is replayed without the correction from the same reward model, optimizer
+    and random state; the difference must be exactly the clipped correction computed at the fitted reward.
+    Removing the correction, flipping its sign or dropping the clip fails the test.
+    """
+    model = _make(PARL, correction_lr=1.0, correction_clip=0.05)
+    model.learn(300)
+    assert model.reward_learned
+    segments0, segments1, targets = model._ask_teacher("uniform")
+    assert len(targets) > 1
+    saved = [copy.deepcopy(x) for x in (model.reward_model.state_dict(), model.reward_model.optimizer.state_dict(), model.preference_rng)]
+    model._fit_reward(segments0, segments1, targets)
+    corrected = _flat(model.reward_model)
+
+    model.reward_model.load_state_dict(saved[0])
+    model.reward_model.optimizer.load_state_dict(saved[1])
+    model.preference_rng = copy.deepcopy(saved[2])
+    model.use_correction = False
+    model._fit_reward(segments0, segments1, targets)
+    fitted = _flat(model.reward_model)
+    correction = th.cat([c.flatten() for c in model._correction(segments0, segments1, targets)])
+
+    assert model.logger.name_to_value["parl/correction_norm"] > 0.05  # the clip is active
+    assert correction.norm().item() == pytest.approx(0.05, rel=1e-4)
+    th.testing.assert_close(corrected, fitted + correction, atol=1e-6, rtol=1e-5)
+    assert (corrected - fitted).norm().item() > 0.04
 
 
 #: the SAC settings of the toy learning test, shared by the oracle and the preference learners
