@@ -1,4 +1,6 @@
-"""C-MORL: vector rollout buffer, archive rules, the barrier extension, learning against the baseline, contract."""
+"""C-MORL: vector rollout buffer, archive rules, the actor losses, the barrier extension, learning against the baseline, contract."""
+
+import math
 
 import numpy as np
 import pytest
@@ -107,6 +109,124 @@ def test_extension_raises_its_objective_and_keeps_the_other_above_beta(legacy_ip
         final = np.mean(trace[-4:], axis=0)
         assert final[0] > start[0] + 0.005, trace
         assert final[1] >= 0.9 * start[1], trace
+
+
+def _barrier_model(legacy_ipo: bool, current_return: list[float], env_id: str = "toy/mo-arc-v0") -> MOPPO:
+    """MOPPO with the barrier loss on objective 0 after one 120-step rollout (12 episodes of the arc task by default)."""
+    model = MOPPO(
+        "MlpPolicy",
+        make_env(env_id),
+        actor_loss="barrier",
+        objective=0,
+        constraint_reference=[5.0, 5.0],
+        beta=0.9,
+        ref_point=[-2.0, -2.0],
+        legacy_ipo=legacy_ipo,
+        normalize=False,
+        n_steps=120,
+        batch_size=60,
+        n_epochs=1,
+        learning_rate=0.0,
+        policy_kwargs={"net_arch": [16]},
+        seed=0,
+    )
+    model.current_return = np.asarray(current_return)
+    model.learn(120)
+    return model
+
+
+def _fixed_ratio_and_advantages(n: int, seed: int = 0) -> tuple[th.Tensor, th.Tensor]:
+    gen = th.Generator().manual_seed(seed)
+    ratio = th.exp(0.3 * th.randn(n, generator=gen)).requires_grad_(True)
+    return ratio, 0.1 * th.randn(n, 2, generator=gen)
+
+
+def test_legacy_barrier_is_the_released_codes_log_barrier_on_a_fixed_minibatch():
+    """``legacy_ipo``: -(1/t) mean over minibatch rows i != l and objectives j of log(max(clip(rho_i) R_j - beta R_j, 1e-3)),
+    R_j the minibatch mean of objective j's returns, written here as a loop. Value and gradient in rho are checked,
+    so a barrier that returns a constant fails the test.
+    """
+    model = _barrier_model(legacy_ipo=True, current_return=[5.0, 5.0], env_id="toy/mo-bandit-v0")  # positive returns
+    batch = next(model.rollout_buffer.get(60))
+    ratio, advantages = _fixed_ratio_and_advantages(60)
+    loss = model._barrier_loss(batch, ratio, advantages, clip=0.2)
+    mean_returns = batch.returns.mean(dim=0)
+    terms = []
+    for i in range(60):
+        if i == model.objective:
+            continue
+        clipped = th.clamp(ratio[i], 0.8, 1.2)
+        for j in range(2):
+            terms.append(th.log(th.clamp(clipped * mean_returns[j] - 0.9 * mean_returns[j], min=1e-3)))
+    expected = -th.stack(terms).mean() / model.barrier_t
+    th.testing.assert_close(loss, expected)
+    (grad,) = th.autograd.grad(loss, ratio, retain_graph=True)
+    (expected_grad,) = th.autograd.grad(expected, ratio)
+    th.testing.assert_close(grad, expected_grad)
+    assert mean_returns.min() > 0 and grad.abs().sum() > 0  # the check can fail: the barrier moves the ratio
+
+
+@pytest.mark.parametrize("current", [6.0, 4.0], ids=["inside", "violated"])
+def test_barrier_is_the_extended_log_barrier_of_the_first_order_return_estimate(current: float):
+    """Paper form on a fixed minibatch: margin_j = (G_j + H * mean_i min(rho_i c_ij, clip(rho_i) c_ij) - r_j)
+    - beta (G_j^ref - r_j) with c the centred advantages, r = (-2, -2) the reference point and
+    H = min(1/(1-gamma), episode length) = 10 on the arc task; penalty
+    -(1/t) log(margin) above 1/t^2, else the linear extension t(-margin) - (1/t) log(1/t^2) + 1/t; summed over j != l.
+    ``inside`` has objective 1 feasible (margin about 1.7), ``violated`` below its threshold (margin about -0.3).
+    """
+    model = _barrier_model(legacy_ipo=False, current_return=[5.0, current])
+    batch = next(model.rollout_buffer.get(60))
+    ratio, advantages = _fixed_ratio_and_advantages(60, seed=1)
+    loss = model._barrier_loss(batch, ratio, advantages, clip=0.2)
+    t, horizon = model.barrier_t, 10.0
+    centred = advantages[:, 1] - advantages[:, 1].mean()
+    surrogate = th.minimum(ratio * centred, th.clamp(ratio, 0.8, 1.2) * centred).mean()
+    margin = (current + horizon * surrogate + 2.0) - 0.9 * (5.0 + 2.0)
+    if margin >= 1 / t**2:
+        expected = -th.log(margin) / t
+    else:
+        expected = -t * margin - math.log(1 / t**2) / t + 1 / t
+    assert (margin.item() > 0) == (current > 5.0)
+    th.testing.assert_close(loss, expected)
+    (grad,) = th.autograd.grad(loss, ratio, retain_graph=True)
+    (expected_grad,) = th.autograd.grad(expected, ratio)
+    th.testing.assert_close(grad, expected_grad)
+
+
+def test_scalarized_loss_is_the_clipped_surrogate_of_the_weighted_unnormalised_advantage():
+    """Pareto initialisation on a fixed minibatch: A = w^T (sigma * A_vec), sigma the running std of each objective's
+    return (undoing the reward normalisation), standardised, in PPO's clipped surrogate. The policy is moved away
+    from the one that collected the rollout so that the ratio leaves the clip range. Dropping sigma or the
+    preference w (uniform weights) fails the test.
+    """
+    model = MOPPO(
+        "MlpPolicy",
+        make_env("toy/mo-arc-v0"),
+        weights=[0.8, 0.2],
+        n_steps=120,
+        batch_size=60,
+        n_epochs=1,
+        learning_rate=0.0,
+        policy_kwargs={"net_arch": [16]},
+        seed=0,
+    )
+    model.learn(120)
+    venv = model.get_vec_normalize_env()
+    venv.ret_rms.var = np.array([4.0, 0.25])  # two very different return scales
+    with th.no_grad():
+        for param in model.policy.action_net.parameters():
+            param.add_(0.5 * th.randn(param.shape, generator=th.Generator().manual_seed(2)))
+    batch = next(model.rollout_buffer.get(60))
+    losses = model._minibatch_losses(batch, clip=0.2, clip_vf=None)
+    sigma = th.as_tensor(np.sqrt(np.array([4.0, 0.25]) + venv.epsilon), dtype=th.float32)
+    advantages = batch.advantages[:, 0] * sigma[0] * 0.8 + batch.advantages[:, 1] * sigma[1] * 0.2
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    with th.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
+    ratio = th.exp(log_prob - batch.old_log_prob)
+    expected = -th.minimum(advantages * ratio, advantages * th.clamp(ratio, 0.8, 1.2)).mean()
+    th.testing.assert_close(losses["policy"].detach(), expected)
+    assert ((ratio - 1).abs() > 0.2).float().mean() > 0.1  # the clip is active
 
 
 @pytest.fixture(scope="module")
