@@ -269,3 +269,33 @@ def test_bad_input_rejected_at_construction(algo, reach_dataset):
 def test_bad_coefficient_range_rejected(reach_dataset):
     with pytest.raises(ValueError, match="low < high"):
         FamO2O("MlpPolicy", None, dataset=reach_dataset, beta_range=(5.0, 1.0), **SMALL)
+
+
+@pytest.mark.parametrize(("log_std", "rises"), [(-4.0, True), (0.0, False)], ids=["entropy-below-target", "entropy-above-target"])
+def test_balance_temperature_rises_below_the_target_entropy_and_falls_above(reach_dataset, log_std: float, rises: bool):
+    """The balance model's temperature descends alpha_b (H_b - H_target): it grows when the balance model's entropy
+    is below the target (-0.5) and shrinks above it. A flipped sign of the temperature loss fails the test."""
+    model = FamO2O("MlpPolicy", None, dataset=reach_dataset, seed=0, **SMALL)
+    with th.no_grad():
+        model.balance.log_std.fill_(log_std)
+    obs = model.replay_buffer.sample(64).observations
+    log_alpha = model.balance.log_alpha.item()
+    _, _, entropy = model._update_balance(obs)
+    assert (entropy < model.balance_target_entropy) == rises, entropy
+    assert (model.balance.log_alpha.item() > log_alpha) == rises
+
+
+def test_balance_step_follows_its_entropy_term_when_the_critic_is_flat(reach_dataset):
+    """With a target critic that is zero everywhere, the balance loss alpha_b log pi_b(u|s) - min_j Q'_j(s, a) reduces
+    to its entropy term: one step widens a narrow balance model (its log-std grows). A balance loss without the
+    alpha_b log pi_b term has no gradient here and fails the test."""
+    model = FamO2O("MlpPolicy", None, dataset=reach_dataset, seed=0, **SMALL)
+    with th.no_grad():
+        model.balance.log_std.fill_(-2.0)
+        for q_net in model.critic_target.q_networks:
+            q_net[-1].weight.zero_()
+            q_net[-1].bias.zero_()
+    obs = model.replay_buffer.sample(64).observations
+    for _ in range(3):
+        model._update_balance(obs)
+    assert model.balance.log_std.item() > -2.0 + 1e-4

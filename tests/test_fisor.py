@@ -157,3 +157,33 @@ def test_fisor_needs_costs(dataset):
     no_costs = OfflineDataset(dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals, dataset.timeouts)
     with pytest.raises(ValueError, match="costs"):
         FISOR("MlpPolicy", "toy/hazard-v0", dataset=no_costs)
+
+
+def test_bc_safe_keeps_an_episode_exactly_at_the_cost_limit():
+    """BC-Safe clones the episodes with sum_t c_t <= cost_limit: one below, one exactly at and one above the limit
+    of 2; a strict inequality (dropping the episode at the limit) fails the test."""
+    n, length = 30, 10
+    costs = np.zeros(n, dtype=np.float32)
+    costs[[10, 11]] = 1.0  # episode 1: cost 2, at the limit
+    costs[[20, 21, 22]] = 1.0  # episode 2: cost 3, above it
+    rng = np.random.default_rng(0)
+    ends = np.zeros(n, dtype=bool)
+    ends[length - 1 :: length] = True
+    observations = rng.normal(size=(n, 2)).astype(np.float32)
+    data = OfflineDataset.from_dict(
+        {
+            "observations": observations,
+            "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+            "rewards": np.zeros(n, dtype=np.float32),
+            "next_observations": np.roll(observations, -1, axis=0),
+            "terminals": ends,
+            "costs": costs,
+        },
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+    )
+    model = BCSafe("MlpPolicy", None, dataset=data, cost_limit=2.0, policy_kwargs=dict(net_arch=[8]), seed=0)
+    kept = model.replay_buffer.dataset
+    assert data.episode_lengths.tolist() == [length] * 3
+    np.testing.assert_array_equal(kept.observations, data.observations[:20])
+    assert kept.costs.sum() == 2.0

@@ -1,4 +1,4 @@
-"""Tests of SnapshotRL / S3RL resets (issue 10): collection, restore, status classification, truncation, learning."""
+"""Tests of SnapshotRL / S3RL resets: collection, restore, status classification, truncation, learning."""
 
 from __future__ import annotations
 
@@ -176,6 +176,7 @@ def test_cluster_choice_is_uniform_over_non_empty_clusters() -> None:
         index = info["snapshot_index"]
         assert np.array_equal(obs, snapshots.observations[index])
         assert np.array_equal(env.unwrapped.get_state(), snapshots.states[index])
+        assert index in env.clusters[info["snapshot_cluster"]]  # the snapshot is drawn inside the chosen cluster
         counts[info["snapshot_cluster"]] += 1
         picked[index] += 1
     expected = np.full(3, 1000.0)
