@@ -113,7 +113,8 @@ class OPPO(OfflineAlgorithm):
     1. (theta, phi): ``L = L_HIM(B1) + L_HIM(B2) + lambda_PM L_PM(sg(z*), theta) + lambda_N L_N(theta)``, with
        ``L_HIM`` the mean squared error of the reconstructed actions over the real steps,
        ``L_PM`` the triplet loss ``max(0, ||z* - z+|| - ||z* - z-|| + m)`` over the strictly
-       labelled pairs and ``L_N = sum_B mean (||z|| - 1)^2``; gradients clipped to norm 0.25
+       labelled pairs and ``L_N = sum_B mean (||z|| - 1)^2`` (here twice the mean over the step's windows,
+       the official sum over B1 and B2 when the pairs are those windows); gradients clipped to norm 0.25
        separately for encoder and policy, AdamW steps on both, linear warm-up of the policy's
        learning rate;
     2. z*: ``L_PM(z*, sg(theta))`` with the contexts recomputed by the updated encoder, an AdamW
@@ -123,8 +124,8 @@ class OPPO(OfflineAlgorithm):
     Labels. With ``n_labels=None`` (and no ``preference_pool``) every sampled pair of windows is
     labelled on the fly from its 200-step future return (``foresee``), as in the official code:
     an unlimited label budget. With ``n_labels=N_q`` a fixed pool of N_q labelled pairs
-    (:func:`~rlkit.common.preference.load_or_create_pool`, segments of K steps) gives the
-    triplet term, and the HIM term uses 2 x ``batch_size`` fresh windows of the whole dataset.
+    (:func:`~rlkit.common.preference.load_or_create_pool`, segments of K steps; each step draws
+    ``batch_size`` of its strict pairs) gives the triplet term, and the HIM term uses 2 x ``batch_size`` fresh windows of the whole dataset.
     rlkit's labels are P(second preferred); :func:`triplet_roles` turns them into OPPO's
     roles.
 
