@@ -237,14 +237,14 @@ def test_final_front_seeds_are_disjoint_from_training_and_selection(monkeypatch)
 def test_concave_front_is_reached_by_linear_scalarisation_only_at_its_ends():
     env = make_env("toy/mo-concave-v0")
     front = env.unwrapped.pareto_front(201)
-    # a constant action's undiscounted return is on the front: H * q(s), and full length is needed
-    for action, s in (([1.0, 0.0], 0.0), ([0.0, 1.0], 1.0), ([1.0, 1.0], 0.5), ([0.3, 0.9], 2 / np.pi * math.atan2(0.9, 0.3))):
+    # a constant action's undiscounted return is on the segment to the front: H * rho * q(s)
+    for action, s, rho in (([-1.0, 1.0], 0.0, 1.0), ([1.0, 1.0], 1.0, 1.0), ([0.0, 1.0], 0.5, 1.0), ([0.0, 0.0], 0.5, 0.5), ([-0.4, 0.6], 0.3, 0.8)):
         env.reset(seed=0)
         total, done = np.zeros(2), False
         while not done:
             _, reward, terminated, truncated, _ = env.step(np.array(action, dtype=np.float32))
             total, done = total + reward, terminated or truncated
-        np.testing.assert_allclose(total, 10 * min(1.0, np.hypot(*action)) * env.unwrapped.front_point(s), rtol=1e-5)
+        np.testing.assert_allclose(total, 10 * rho * env.unwrapped.front_point(s), rtol=1e-5)
     np.testing.assert_allclose(front[100], [10 * (2 - math.sqrt(2.5))] * 2, rtol=1e-6)
     # concave: every linear preference is served best by an end of the front, strictly so off the diagonal
     for w in simplex_grid(2, 0.05):

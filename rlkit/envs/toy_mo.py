@@ -63,18 +63,18 @@ def _discounted_horizon(horizon: int, gamma: float) -> float:
 
 
 class ConcaveFrontEnv(gym.Env):
-    """Like :class:`ArcEnv`, but the Pareto front is concave (it bulges towards the origin).
+    """A two-objective task whose Pareto front is concave (it bulges towards the origin).
 
-    The action ``a in [-1, 1]^2`` is rescaled to at most unit length, ``u = a / max(1, ||a||)``,
-    and read in polar form ``(rho, theta)``; the reward is ``rho * q(s)`` with
-    ``s = clip(theta / (pi / 2), 0, 1)`` and ``q(s)`` the arc from ``(1, 0)`` (``s = 0``) to
-    ``(0, 1)`` (``s = 1``) of the circle of centre ``(2, 2)`` through both, at constant angular speed
-    (``q(1/2) = (2 - sqrt(5/2)) * (1, 1)``, about ``(0.42, 0.42)``). The observation is a
-    constant, so a deterministic policy repeats one action and its return is ``H * rho * q(s)``
-    (``H`` the possibly discounted horizon): the Pareto front is ``{H q(s)}``, from ``(H, 0)`` to
-    ``(0, H)``, with nadir ``(0, 0)``. Because it is concave, every linear preference ``w`` is best
-    served by one of its two ends, so linear scalarisation can only reach the extremes; the
-    interior is reached only by constrained search.
+    The action ``a in [-1, 1]^2`` (clipped) gives a position ``s = (a_0 + 1) / 2`` along the front
+    and a length ``rho = (a_1 + 1) / 2``; the reward is ``rho * q(s)``, with ``q(s)`` the arc from
+    ``(1, 0)`` (``s = 0``) to ``(0, 1)`` (``s = 1``) of the circle of centre ``(2, 2)`` through both,
+    at constant angular speed (``q(1/2) = (2 - sqrt(5/2)) * (1, 1)``, about ``(0.42, 0.42)``). The
+    observation is a constant, so a deterministic policy repeats one action and its return is
+    ``H * rho * q(s)`` (``H`` the possibly discounted horizon): the Pareto front is ``{H q(s)}``
+    (``rho = 1``), from ``(H, 0)`` to ``(0, H)``, with nadir ``(0, 0)``; the zero action sits at
+    half length in the middle, well inside. Because the front is concave, every linear preference
+    ``w`` is best served by one of its two ends, so linear scalarisation can only converge to the
+    extremes; the interior is reached only by constrained search (or on the way to an end).
 
     :param horizon: steps per episode (then truncated)
     """
@@ -111,8 +111,7 @@ class ConcaveFrontEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict]:
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
-        rho = min(1.0, float(np.linalg.norm(action)))
-        s = float(np.clip(np.arctan2(action[1], action[0]) / (np.pi / 2), 0.0, 1.0))
+        s, rho = (action + 1.0) / 2.0
         reward = (rho * self.front_point(s)).astype(np.float32)
         self._t += 1
         return np.ones(1, dtype=np.float32), reward, False, self._t >= self.horizon, {}
