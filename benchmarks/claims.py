@@ -159,6 +159,66 @@ def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> No
         raise ClaimError(f"'{where}' must be {names}, got {value!r}")
 
 
+def _check_keys(where: str, entry: Any) -> None:
+    """The entry is a mapping of known keys, with every required key, each of its type."""
+    _check_type(where, entry, dict)
+    for key in entry:
+        if key not in REQUIRED_KEYS and key not in OPTIONAL_KEYS:
+            allowed = ", ".join(sorted({*REQUIRED_KEYS, *OPTIONAL_KEYS}))
+            raise ClaimError(f"unknown key '{where}.{key}'; allowed keys: {allowed}")
+    for key, expected in REQUIRED_KEYS.items():
+        if key not in entry:
+            raise ClaimError(f"'{where}.{key}' is missing (a claim needs {', '.join(REQUIRED_KEYS)})")
+        _check_type(f"{where}.{key}", entry[key], expected)
+    for key, expected in OPTIONAL_KEYS.items():
+        if key in entry:
+            _check_type(f"{where}.{key}", entry[key], expected)
+
+
+def _check_per_task(where: str, key: str, value: Any, tasks: list[str]) -> None:
+    """A per-task mapping covers every task of the claim; its values are positive numbers where ``key`` is a budget."""
+    if isinstance(value, dict):
+        missing = [task for task in tasks if task not in value]
+        if missing:
+            raise ClaimError(f"'{where}.{key}' has no value for {', '.join(missing)}")
+    if key == "paper_budget":
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
+            raise ClaimError(f"'{where}.paper_budget' must be positive numbers, got {value!r}")
+
+
+def _check_arms_and_tasks(where: str, entry: dict[str, Any], tasks: dict[str, Any], algorithms: dict[str, Any]) -> None:
+    """The arms are algorithms of the suite (or the baseline a number), the tasks are tasks of the suite."""
+    for key in ("better", "baseline"):
+        if isinstance(entry[key], str) and entry[key] not in algorithms:
+            known = ", ".join(algorithms)
+            raise ClaimError(f"'{where}.{key}' names {entry[key]!r}, which is not an algorithm of this suite ({known})")
+    if entry["better"] == entry["baseline"]:
+        raise ClaimError(f"'{where}.baseline' equals 'better'; a claim compares two arms (or an arm and a number)")
+    if not entry["tasks"]:
+        raise ClaimError(f"'{where}.tasks' is empty; name at least one task of the suite")
+    for task in entry["tasks"]:
+        if task not in tasks:
+            raise ClaimError(f"'{where}.tasks' names {task!r}, which is not a task of this suite ({', '.join(tasks)})")
+    budget_key = entry.get("budget_key")
+    for task in entry["tasks"] if budget_key is not None else []:
+        if budget_key not in tasks[task]:
+            raise ClaimError(f"'{where}.budget_key' names {budget_key!r}, which task {task!r} does not set")
+
+
+def _check_summary(where: str, entry: dict[str, Any]) -> None:
+    """The aggregate and the summary are known, with the keys the summary needs."""
+    if entry.get("aggregate", "iqm") not in AGGREGATES:
+        raise ClaimError(f"'{where}.aggregate' must be one of {', '.join(AGGREGATES)}, got {entry['aggregate']!r}")
+    summary = entry.get("summary", "last")
+    if summary not in SUMMARIES:
+        raise ClaimError(f"'{where}.summary' must be one of {', '.join(SUMMARIES)}, got {summary!r}")
+    if summary == "at" and not 0 < entry.get("at", -1) <= 1:
+        raise ClaimError(f"'{where}.at' must be a share of the budget in (0, 1] when summary is 'at'")
+    if summary == "to_target" and "target" not in entry:
+        raise ClaimError(f"'{where}.target' is missing: summary 'to_target' needs the value to reach")
+
+
 def parse_claims(entries: Any, tasks: dict[str, Any], algorithms: dict[str, Any], suite: str = "") -> list[Claim]:
     """Validate a suite's ``claims`` list against its tasks and algorithms.
 
@@ -172,60 +232,16 @@ def parse_claims(entries: Any, tasks: dict[str, Any], algorithms: dict[str, Any]
     _check_type("claims", entries, list)
     claims: list[Claim] = []
     for i, entry in enumerate(entries):
-        where = f"claims[{i}]"
-        _check_type(where, entry, dict)
-        for key in entry:
-            if key not in REQUIRED_KEYS and key not in OPTIONAL_KEYS:
-                allowed = ", ".join(sorted({*REQUIRED_KEYS, *OPTIONAL_KEYS}))
-                raise ClaimError(f"unknown key '{where}.{key}'; allowed keys: {allowed}")
-        for key, expected in REQUIRED_KEYS.items():
-            if key not in entry:
-                raise ClaimError(f"'{where}.{key}' is missing (a claim needs {', '.join(REQUIRED_KEYS)})")
-            _check_type(f"{where}.{key}", entry[key], expected)
-        for key, expected in OPTIONAL_KEYS.items():
-            if key in entry:
-                _check_type(f"{where}.{key}", entry[key], expected)
+        _check_keys(f"claims[{i}]", entry)
         where = f"claims[{i}] ({entry['id']})"
         if any(c.id == entry["id"] for c in claims):
             raise ClaimError(f"'{where}.id' is used twice; claim ids must be unique within a suite")
-        for key in ("better", "baseline"):
-            if isinstance(entry[key], str) and entry[key] not in algorithms:
-                raise ClaimError(f"'{where}.{key}' names {entry[key]!r}, which is not an algorithm of this suite ({', '.join(algorithms)})")
-        if entry["better"] == entry["baseline"]:
-            raise ClaimError(f"'{where}.baseline' equals 'better'; a claim compares two arms (or an arm and a number)")
-        if not entry["tasks"]:
-            raise ClaimError(f"'{where}.tasks' is empty; name at least one task of the suite")
-        for task in entry["tasks"]:
-            if task not in tasks:
-                raise ClaimError(f"'{where}.tasks' names {task!r}, which is not a task of this suite ({', '.join(tasks)})")
-        budget = entry["paper_budget"]
-        if isinstance(budget, dict):
-            missing = [task for task in entry["tasks"] if task not in budget]
-            if missing:
-                raise ClaimError(f"'{where}.paper_budget' has no budget for {', '.join(missing)}")
-            values = list(budget.values())
-        else:
-            values = [budget]
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
-            raise ClaimError(f"'{where}.paper_budget' must be positive numbers, got {budget!r}")
-        if entry.get("aggregate", "iqm") not in AGGREGATES:
-            raise ClaimError(f"'{where}.aggregate' must be one of {', '.join(AGGREGATES)}, got {entry['aggregate']!r}")
-        summary = entry.get("summary", "last")
-        if summary not in SUMMARIES:
-            raise ClaimError(f"'{where}.summary' must be one of {', '.join(SUMMARIES)}, got {summary!r}")
-        if summary == "at" and not 0 < entry.get("at", -1) <= 1:
-            raise ClaimError(f"'{where}.at' must be a share of the budget in (0, 1] when summary is 'at'")
-        if summary == "to_target" and "target" not in entry:
-            raise ClaimError(f"'{where}.target' is missing: summary 'to_target' needs the value to reach")
-        if isinstance(entry.get("target"), dict):
-            missing = [task for task in entry["tasks"] if task not in entry["target"]]
-            if missing:
-                raise ClaimError(f"'{where}.target' has no value for {', '.join(missing)}")
-        budget_key = entry.get("budget_key")
-        if budget_key is not None:
-            for task in entry["tasks"]:
-                if budget_key not in tasks[task]:
-                    raise ClaimError(f"'{where}.budget_key' names {budget_key!r}, which task {task!r} does not set")
+        _check_arms_and_tasks(where, entry, tasks, algorithms)
+        _check_per_task(where, "paper_budget", entry["paper_budget"], entry["tasks"])
+        _check_summary(where, entry)
+        if "target" in entry:
+            _check_per_task(where, "target", entry["target"], entry["tasks"])
+        target_metric = entry.get("target_metric", "return")
         claims.append(
             Claim(
                 id=entry["id"],
@@ -235,15 +251,15 @@ def parse_claims(entries: Any, tasks: dict[str, Any], algorithms: dict[str, Any]
                 baseline=entry["baseline"],
                 metric=entry["metric"],
                 tasks=tuple(entry["tasks"]),
-                paper_budget=budget,
+                paper_budget=entry["paper_budget"],
                 suite=suite,
                 aggregate=entry.get("aggregate", "iqm"),
                 lower_is_better=entry.get("lower_is_better", False),
-                summary=summary,
+                summary=entry.get("summary", "last"),
                 at=entry.get("at"),
                 target=entry.get("target"),
-                target_metric=METRIC_ALIASES.get(entry.get("target_metric", "return"), entry.get("target_metric", "return")),
-                budget_key=budget_key,
+                target_metric=METRIC_ALIASES.get(target_metric, target_metric),
+                budget_key=entry.get("budget_key"),
                 note=entry.get("note", ""),
             )
         )

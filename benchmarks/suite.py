@@ -187,6 +187,50 @@ def _check_hyperparams(file: Path, where: str, hyperparams: dict, allowed: set[s
                 raise SuiteError(f"{file}: '{where}{key}' must be positive, got {hyperparams[key]}")
 
 
+def _check_task(file: Path, task: str, conf: Any) -> None:
+    """One entry of ``tasks``: known keys, a known env, one data source, positive budgets."""
+    _check_type(file, f"tasks.{task}", conf, dict)
+    _check_keys(file, f"tasks.{task}.", conf, {**TASK_KEYS, **kind_task_keys()})
+    try:
+        check_env_id(conf.get("env", task))
+    except ValueError as exc:
+        raise SuiteError(f"{file}: 'tasks.{task}': {exc}") from exc
+    if "dataset" in conf and "generate" in conf:
+        raise SuiteError(f"{file}: 'tasks.{task}' has both 'dataset' and 'generate'; keep one")
+    if "generate" in conf and conf["generate"].get("kind") not in KINDS:
+        raise SuiteError(f"{file}: 'tasks.{task}.generate.kind' must be one of {', '.join(KINDS)}")
+    if "budget" not in conf:
+        raise SuiteError(f"{file}: 'tasks.{task}.budget' is missing (env steps online, gradient steps offline)")
+    for key in ("budget", "eval_freq", "eval_episodes"):
+        if key in conf and conf[key] <= 0:
+            raise SuiteError(f"{file}: 'tasks.{task}.{key}' must be positive, got {conf[key]}")
+
+
+def _check_algorithm(file: Path, name: str, conf: Any, tasks: dict[str, Any]) -> None:
+    """One entry of ``algorithms``: a registered algorithm whose blocks name its constructor's arguments."""
+    if name not in algorithms.ALGORITHMS:
+        known = ", ".join(sorted(algorithms.ALGORITHMS))
+        raise SuiteError(f"{file}: unknown algorithm 'algorithms.{name}'; registered: {known}")
+    conf = conf or {}
+    _check_type(file, f"algorithms.{name}", conf, dict)
+    allowed = constructor_params(algorithms.get(name).load())
+    for key, value in conf.items():
+        if key in ALGO_RESERVED:
+            _check_type(file, f"algorithms.{name}.{key}", value, ALGO_RESERVED[key])
+        elif key not in tasks:
+            raise SuiteError(
+                f"{file}: unknown key 'algorithms.{name}.{key}'; allowed: default, tasks, or a task of this suite "
+                f"({', '.join(tasks)})"
+            )
+        if key == "tasks":
+            for task in value:
+                if task not in tasks:
+                    raise SuiteError(f"{file}: 'algorithms.{name}.tasks' names {task!r}, which is not in 'tasks'")
+        else:
+            _check_type(file, f"algorithms.{name}.{key}", value, dict)
+            _check_hyperparams(file, f"algorithms.{name}.{key}.", value or {}, allowed)
+
+
 def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     """Read and validate a suite file; returns its path and content."""
     file = suite_path(name_or_path)
@@ -205,42 +249,9 @@ def load_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     if data.get("score_last_k", 1) <= 0:
         raise SuiteError(f"{file}: 'score_last_k' must be positive, got {data['score_last_k']}")
     for task, conf in data["tasks"].items():
-        _check_type(file, f"tasks.{task}", conf, dict)
-        _check_keys(file, f"tasks.{task}.", conf, {**TASK_KEYS, **kind_task_keys()})
-        try:
-            check_env_id(conf.get("env", task))
-        except ValueError as exc:
-            raise SuiteError(f"{file}: 'tasks.{task}': {exc}") from exc
-        if "dataset" in conf and "generate" in conf:
-            raise SuiteError(f"{file}: 'tasks.{task}' has both 'dataset' and 'generate'; keep one")
-        if "generate" in conf and conf["generate"].get("kind") not in KINDS:
-            raise SuiteError(f"{file}: 'tasks.{task}.generate.kind' must be one of {', '.join(KINDS)}")
-        if "budget" not in conf:
-            raise SuiteError(f"{file}: 'tasks.{task}.budget' is missing (env steps online, gradient steps offline)")
-        for key in ("budget", "eval_freq", "eval_episodes"):
-            if key in conf and conf[key] <= 0:
-                raise SuiteError(f"{file}: 'tasks.{task}.{key}' must be positive, got {conf[key]}")
+        _check_task(file, task, conf)
     for name, conf in data["algorithms"].items():
-        if name not in algorithms.ALGORITHMS:
-            raise SuiteError(f"{file}: unknown algorithm 'algorithms.{name}'; registered: {', '.join(sorted(algorithms.ALGORITHMS))}")
-        conf = conf or {}
-        _check_type(file, f"algorithms.{name}", conf, dict)
-        allowed = constructor_params(algorithms.get(name).load())
-        for key, value in conf.items():
-            if key in ALGO_RESERVED:
-                _check_type(file, f"algorithms.{name}.{key}", value, ALGO_RESERVED[key])
-            elif key not in data["tasks"]:
-                raise SuiteError(
-                    f"{file}: unknown key 'algorithms.{name}.{key}'; allowed: default, tasks, or a task of this suite "
-                    f"({', '.join(data['tasks'])})"
-                )
-            if key == "tasks":
-                for task in value:
-                    if task not in data["tasks"]:
-                        raise SuiteError(f"{file}: 'algorithms.{name}.tasks' names {task!r}, which is not in 'tasks'")
-            else:
-                _check_type(file, f"algorithms.{name}.{key}", value, dict)
-                _check_hyperparams(file, f"algorithms.{name}.{key}.", value or {}, allowed)
+        _check_algorithm(file, name, conf, data["tasks"])
     try:
         parse_claims(data.get("claims", []), data["tasks"], data["algorithms"], file.stem)
     except ClaimError as exc:

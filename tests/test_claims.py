@@ -199,7 +199,7 @@ VALID = {
         ({"metric": 3}, "'claims[0].metric' must be str"),
         ({"colour": "red"}, "unknown key 'claims[0].colour'"),
         ({"paper_budget": -1}, "'claims[0] (new-beats-old).paper_budget' must be positive"),
-        ({"paper_budget": {"task-b": 5}}, "'claims[0] (new-beats-old).paper_budget' has no budget for task-a"),
+        ({"paper_budget": {"task-b": 5}}, "'claims[0] (new-beats-old).paper_budget' has no value for task-a"),
         ({"summary": "at"}, "'claims[0] (new-beats-old).at' must be a share of the budget"),
         ({"summary": "to_target"}, "'claims[0] (new-beats-old).target' is missing"),
         ({"aggregate": "median"}, "'claims[0] (new-beats-old).aggregate' must be one of iqm, mean"),
