@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,46 @@ def check_box_action_space(env: GymEnv | str | None, algorithm: str, verbose: in
             f"but the environment has action space {env.action_space}"
         )
     return env
+
+
+def accepted_arguments(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` accepts: its ``__init__``'s and, through ``**kwargs``, its bases'."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self"}
+
+
+class CheckedArguments:
+    """Reject what an algorithm does not support with a ``ValueError`` that names it, before ``__init__`` runs.
+
+    SB3 answers an unknown policy name with ``Policy X unknown`` and an option the
+    subclass does not take (``use_sde=True``) with Python's ``TypeError``; an rlkit
+    algorithm says which algorithm, what it supports and what to change instead.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        policy = args[0] if args else kwargs.get("policy")
+        aliases = getattr(cls, "policy_aliases", {})
+        if isinstance(policy, str) and policy not in aliases:
+            raise ValueError(
+                f"{cls.__name__} supports the policies {', '.join(sorted(aliases))}, got {policy!r}: its heads take flat Box "
+                "observations (flatten dict observations with gymnasium.wrappers.FlattenObservation; images are not supported)"
+            )
+        unknown = sorted(set(kwargs) - accepted_arguments(cls))
+        if unknown:
+            hint = " (state-dependent exploration is not implemented for it)" if "use_sde" in unknown else ""
+            raise ValueError(
+                f"{cls.__name__} does not take {', '.join(unknown)}{hint}; its arguments: "
+                f"{', '.join(sorted(accepted_arguments(cls) - {'policy', 'env', '_init_setup_model'}))}"
+            )
+        return super().__new__(cls)
 
 
 def fused_adam_kwargs(

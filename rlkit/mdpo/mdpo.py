@@ -24,7 +24,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from rlkit.common.evaluation import EvaluateMixin
-from rlkit.common.utils import check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 
 SelfMDPO = TypeVar("SelfMDPO", bound="MDPO")
 
@@ -76,7 +76,7 @@ def mdpo_objective(
     return (ratio * advantages).mean() - kl.mean() / step_size
 
 
-class MDPO(EvaluateMixin, OnPolicyAlgorithm):
+class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
     """
     On-policy Mirror Descent Policy Optimization (MDPO).
 

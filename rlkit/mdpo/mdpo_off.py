@@ -20,13 +20,13 @@ from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
-from rlkit.common.utils import check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 from rlkit.mdpo.policies import MDPOOffPolicy, StateValueCritic
 
 SelfMDPOOff = TypeVar("SelfMDPOOff", bound="MDPOOff")
 
 
-class MDPOOff(EvaluateMixin, SAC):
+class MDPOOff(CheckedArguments, EvaluateMixin, SAC):
     """
     Off-policy Mirror Descent Policy Optimization (MDPO).
 

@@ -28,7 +28,7 @@ from rlkit.common.preference import (
     sample_segment_pairs,
     select_queries,
 )
-from rlkit.common.utils import check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 
 SelfPEBBLE = TypeVar("SelfPEBBLE", bound="PEBBLE")
 
@@ -56,7 +56,7 @@ class RelabelReplayBuffer(ReplayBuffer):
             self.rewards[window] = flat.reshape(self.rewards[window].shape)
 
 
-class PEBBLE(EvaluateMixin, SAC):
+class PEBBLE(CheckedArguments, EvaluateMixin, SAC):
     """
     PEBBLE: SAC on a reward learned from a scripted teacher's preferences, with unsupervised
     pre-training and relabelling.
@@ -112,6 +112,8 @@ class PEBBLE(EvaluateMixin, SAC):
     :param ent_coef: Entropy regularization coefficient (``"auto_0.1"``: learned from 0.1, as the paper's DMC setting)
     :param target_update_interval: update the target network every ``target_update_interval`` gradient steps
     :param target_entropy: target entropy when learning ``ent_coef``
+    :param replay_buffer_kwargs: keyword arguments of the replay buffer (SAC's)
+    :param optimize_memory_usage: SAC's memory-efficient replay buffer (next observations not stored twice)
     :param unsup_steps: steps of unsupervised state-entropy pre-training after the seed steps (paper: 9000)
     :param topk: k of the k-nearest-neighbour state entropy (paper: 5)
     :param num_interact: env steps between query rounds (DMC 20000, Meta-World 5000)
@@ -157,6 +159,8 @@ class PEBBLE(EvaluateMixin, SAC):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
         unsup_steps: int = 9000,
         topk: int = 5,
         num_interact: int = 20_000,
@@ -213,6 +217,8 @@ class PEBBLE(EvaluateMixin, SAC):
             gradient_steps=gradient_steps,
             action_noise=action_noise,
             replay_buffer_class=RelabelReplayBuffer,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
             ent_coef=ent_coef,
             target_update_interval=target_update_interval,
             target_entropy=target_entropy,

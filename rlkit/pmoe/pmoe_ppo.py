@@ -13,7 +13,7 @@ from stable_baselines3.ppo import PPO
 from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
-from rlkit.common.utils import check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 from rlkit.pmoe.policies import (
     PMOEActorCriticPolicy,
     check_deterministic_expert,
@@ -23,7 +23,7 @@ from rlkit.pmoe.policies import (
 SelfPMOEPPO = TypeVar("SelfPMOEPPO", bound="PMOEPPO")
 
 
-class PMOEPPO(EvaluateMixin, PPO):
+class PMOEPPO(CheckedArguments, EvaluateMixin, PPO):
     """
     PMOE-PPO: Proximal Policy Optimization with a probabilistic mixture-of-experts (Gaussian mixture) policy.
 

@@ -14,7 +14,7 @@ from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
-from rlkit.common.utils import check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 from rlkit.pmoe.policies import (
     PMOEActor,
     PMOESACPolicy,
@@ -40,7 +40,7 @@ class PMOELosses(NamedTuple):
     best_index: th.Tensor
 
 
-class PMOESAC(EvaluateMixin, SAC):
+class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
     """
     PMOE-SAC: Soft Actor-Critic with a probabilistic mixture-of-experts (Gaussian mixture) policy.
 
