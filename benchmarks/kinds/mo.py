@@ -182,22 +182,30 @@ def _finished_records(out_dir: Path, spec: RunSpec) -> list[dict[str, Any]]:
 
 
 def write_front_plot(out_dir: Path, task: str, records: list[dict[str, Any]]) -> Path:
-    """Write ``out_dir/fronts/<task>.png``: objective 1 against objective 2 of every run's front, one colour per algorithm."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    colours: dict[str, Any] = {}
+    """Write ``out_dir/fronts/<task>.png``: objective 1 against objective 2 of every run's front.
+
+    One colour per algorithm, one line style and marker per seed, each (algorithm, seed) in the legend.
+    """
+    from benchmarks.plots import DPI, LINE_STYLES
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    algos = sorted({r["algo"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
     for record in sorted(records, key=lambda r: (r["algo"], r["seed"])):
         front = np.array(record["front"]).reshape(-1, 2) if record["front"] else np.zeros((0, 2))
         front = front[np.argsort(front[:, 0])]
-        label = None if record["algo"] in colours else record["algo"]
-        line = ax.plot(front[:, 0], front[:, 1], marker="o", markersize=3, linewidth=0.8, alpha=0.8, label=label, color=colours.get(record["algo"]))
-        colours.setdefault(record["algo"], line[0].get_color())
-    ax.set_title(f"{task}: Pareto fronts (one line per seed)")
-    ax.set_xlabel("objective 1 return")
-    ax.set_ylabel("objective 2 return")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+        k = seeds.index(record["seed"])
+        ax.plot(
+            front[:, 0], front[:, 1], marker="osD^v"[k % 5], markersize=4, linewidth=0.9, alpha=0.85,
+            linestyle=LINE_STYLES[k % len(LINE_STYLES)], color=plt.get_cmap("tab10")(algos.index(record["algo"]) % 10),
+            label=f"{record['algo']}, seed {record['seed']}",
+        )
+    ax.set_title(f"{task}: Pareto front of each run", fontsize=9)
+    ax.set_xlabel("objective 1: episode return of reward[0]")
+    ax.set_ylabel("objective 2: episode return of reward[1]")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     path = out_dir / "fronts" / f"{task.replace('/', '-')}.png"
     write_atomic(path, buffer.getvalue())
