@@ -529,7 +529,7 @@ def claims_section(results: list[ClaimResult], last_k: int = DEFAULT_LAST_K) -> 
                 base = f"{r.claim.threshold:g} (threshold)"
             lines.append(f"| {r.claim.id} | {row['task']} | {_fmt(row.get(r.claim.better))} | {base} |")
     notes = [f"- {r.claim.id}: {r.claim.note}" for r in results if r.claim.note]
-    return lines + ([""] + notes if notes else []) + [""]
+    return [*lines, *([""] if notes else []), *notes, ""]
 
 
 # ---------------------------------------------------------------------------------------- performance profile

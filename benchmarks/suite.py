@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,22 @@ def runs_on(entry: algorithms.AlgoEntry, task_conf: dict[str, Any]) -> bool:
     return True
 
 
+def _selected(
+    data: dict[str, Any], algos: list[str] | None, envs: list[str] | None
+) -> Iterator[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+    """``(algorithm, its block, task, task block)`` of every pair the selection keeps and the algorithm runs on."""
+    for name, conf in data["algorithms"].items():
+        conf = conf or {}
+        if algos and name not in algos:
+            continue
+        entry = algorithms.get(name)
+        for task, task_conf in data["tasks"].items():
+            if (envs and task not in envs) or task not in conf.get("tasks", data["tasks"]):
+                continue
+            if runs_on(entry, task_conf):
+                yield name, conf, task, task_conf
+
+
 def build_specs(
     name_or_path: str,
     algos: list[str] | None = None,
@@ -317,39 +334,30 @@ def build_specs(
             if item not in known:
                 raise SuiteError(f"{flag}: {item!r} is not in suite {file.stem}; it has: {', '.join(known)}")
     specs = []
-    for name, conf in data["algorithms"].items():
-        conf = conf or {}
-        if algos and name not in algos:
-            continue
-        entry = algorithms.get(name)
-        for task, task_conf in data["tasks"].items():
-            if (envs and task not in envs) or task not in conf.get("tasks", data["tasks"]):
-                continue
-            if not runs_on(entry, task_conf):
-                continue
-            hyperparams = {**(conf.get("default") or {}), **(conf.get(task) or {})}
-            algo_budget = hyperparams.pop("budget", task_conf["budget"])
-            default_eval_freq = task_conf.get("eval_freq", data.get("eval_freq", 5000))
-            eval_freq = hyperparams.pop("eval_freq", default_eval_freq)
-            for seed in seeds if seeds is not None else data.get("seeds", [0]):
-                check_seed(seed, hyperparams.get("n_envs", 1))
-                specs.append(
-                    RunSpec(
-                        entry=algorithms.get(name),
-                        task=task,
-                        seed=seed,
-                        budget=budget or algo_budget,
-                        eval_freq=eval_freq,
-                        eval_episodes=task_conf.get("eval_episodes", data.get("eval_episodes", 10)),
-                        hyperparams=hyperparams,
-                        env=task_conf.get("env", task),
-                        dataset=task_conf.get("dataset"),
-                        generate=task_conf.get("generate"),
-                        options={key: value for key, value in task_conf.items() if key not in TASK_KEYS},
-                        suite=file.stem,
-                        device=device,
-                    )
+    for name, conf, task, task_conf in _selected(data, algos, envs):
+        hyperparams = {**(conf.get("default") or {}), **(conf.get(task) or {})}
+        algo_budget = hyperparams.pop("budget", task_conf["budget"])
+        default_eval_freq = task_conf.get("eval_freq", data.get("eval_freq", 5000))
+        eval_freq = hyperparams.pop("eval_freq", default_eval_freq)
+        for seed in seeds if seeds is not None else data.get("seeds", [0]):
+            check_seed(seed, hyperparams.get("n_envs", 1))
+            specs.append(
+                RunSpec(
+                    entry=algorithms.get(name),
+                    task=task,
+                    seed=seed,
+                    budget=budget or algo_budget,
+                    eval_freq=eval_freq,
+                    eval_episodes=task_conf.get("eval_episodes", data.get("eval_episodes", 10)),
+                    hyperparams=hyperparams,
+                    env=task_conf.get("env", task),
+                    dataset=task_conf.get("dataset"),
+                    generate=task_conf.get("generate"),
+                    options={key: value for key, value in task_conf.items() if key not in TASK_KEYS},
+                    suite=file.stem,
+                    device=device,
                 )
+            )
     if not specs:
         raise SuiteError(f"No run matches the selection in suite {file.stem} (check --algos / --envs)")
     return specs

@@ -238,7 +238,7 @@ def _generate_safe(
             rollouts[name] += episodes
             origin[name] += [level] * len(episodes)
     cards = {}
-    for kind, dataset_id in ids.items():  # check every kind before writing any
+    for kind in ids:  # check every kind before writing any
         episodes = [episode for part in kind.split("-") for episode in rollouts[part]]
         levels = np.array([level for part in kind.split("-") for level in origin[part]])
         cards[kind] = cost_card(episode_costs(episodes), levels, penalties, seeds, cost_limit)
