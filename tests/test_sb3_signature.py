@@ -41,3 +41,19 @@ def test_loading_and_copying_still_work(cls, tmp_path):
     model.save(tmp_path / "model.zip")
     assert type(cls.load(tmp_path / "model.zip", device="cpu")) is cls
     assert type(copy.deepcopy(model.policy)) is type(model.policy)
+
+
+@pytest.mark.parametrize("cls", ["PMOESAC", "MDPO", "BC"])
+def test_tensorboard_log_works_online_and_offline(cls, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import rlkit
+    from rlkit.data.generate import generate
+
+    algo = getattr(rlkit, cls)
+    kwargs = {"n_steps": 64, "batch_size": 64} if cls == "MDPO" else {"learning_starts": 10, "buffer_size": 100}
+    if cls == "BC":
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+        kwargs = {"dataset": generate("toy/reach-v0", ["random"], size=200, progress_bar=False)["random"]}
+    model = algo("MlpPolicy", "toy/reach-v0", tensorboard_log=str(tmp_path / "tb"), seed=0, **kwargs)
+    model.learn(128, log_interval=1)
+    assert list((tmp_path / "tb").glob("*_1/events.out.tfevents.*"))
