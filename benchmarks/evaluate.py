@@ -107,7 +107,9 @@ def record_video(env: Any, folder: Path, name: str, episodes: int) -> Any:
 
     if env.render_mode != "rgb_array" or env.metadata.get("render_modes") is None:
         raise EvaluateError(f"{env.spec.id if env.spec else env} cannot render frames (rgb_array): no video")
-    return RecordVideo(env, str(folder), episode_trigger=lambda episode: episode < episodes, name_prefix=name, disable_logger=True)
+    return RecordVideo(
+        env, str(folder), episode_trigger=lambda episode: episode < episodes, name_prefix=name, disable_logger=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     score = f", normalised score {result['normalized_score']:.1f}" if "normalized_score" in result else ""
     print(
         f"{model_path.parent.name}: return {result['return_mean']:.2f} ± {result['return_std']:.2f} over {args.episodes} "
-        f"episodes (seeds {args.seed}-{args.seed + args.episodes - 1}){score}; in the run: {record['final']['return_mean']:.2f}"
+        f"episodes (seeds {args.seed}-{args.seed + args.episodes - 1}){score}; "
+        f"in the run: {record['final']['return_mean']:.2f}"
     )
     if args.video:
         print(f"video: {', '.join(sorted(str(p) for p in args.video.glob(f'{model_path.parent.name}*.mp4')))}")

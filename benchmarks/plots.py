@@ -126,7 +126,8 @@ def write_curves(out_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
         oracles = [algo for algo in sorted(curves) if algo not in with_queries]
         for index, algo in enumerate(oracles):
             final = np.mean([run[-1][key] for run in curves[algo]])
-            ax.axhline(final, linestyle=LINE_STYLES[1 + index % 3], color="gray", label=f"{algo}, final ({len(curves[algo])} seeds)")
+            label_final = f"{algo}, final ({len(curves[algo])} seeds)"
+            ax.axhline(final, linestyle=LINE_STYLES[1 + index % 3], color="gray", label=label_final)
         _title(ax, f"{task}: {label} against feedback")
         ax.set(xlabel="queries", ylabel=label)
         _legend(ax, len(with_queries) + len(oracles))

@@ -117,7 +117,9 @@ def _hyperparam(item: str) -> tuple[str, Any]:
     """``key:value`` of ``--hyperparams``, the value read as YAML (``1e-3``, ``[64, 64]``, ``true``)."""
     key, sep, value = item.partition(":")
     if not sep or not key:
-        raise SuiteError(f"--hyperparams {item!r}: write KEY:VALUE, e.g. learning_rate:0.001 or policy_kwargs:{{net_arch: [64]}}")
+        raise SuiteError(
+            f"--hyperparams {item!r}: write KEY:VALUE, e.g. learning_rate:0.001 or policy_kwargs:{{net_arch: [64]}}"
+        )
     try:
         return key, yaml.safe_load(value)
     except yaml.YAMLError as exc:
@@ -138,7 +140,9 @@ def adhoc_suite(args: argparse.Namespace, folder: Path) -> Path:
     if args.algo not in algorithms.ALGORITHMS:
         raise SuiteError(f"--algo: unknown algorithm {args.algo!r}; registered: {', '.join(sorted(algorithms.ALGORITHMS))}")
     entry = algorithms.get(args.algo)
-    required = () if entry.kind in algorithms.BUILTIN_KINDS else getattr(algorithms.kind_module(entry.kind), "REQUIRED_TASK_KEYS", ())
+    required: tuple[str, ...] = ()
+    if entry.kind not in algorithms.BUILTIN_KINDS:
+        required = getattr(algorithms.kind_module(entry.kind), "REQUIRED_TASK_KEYS", ())
     if required:
         raise SuiteError(
             f"--algo {args.algo} needs the task keys {', '.join(required)}: run it from a suite "
@@ -195,7 +199,7 @@ class ProgressBoard:
                 if self.stopped.is_set():  # stopped and drained
                     return
                 continue
-            except Exception:  # noqa: BLE001  the queue went away with its backend: no more progress
+            except Exception:  # the queue went away with its backend: no more progress
                 return
             self.update(*message)
 
@@ -274,7 +278,7 @@ def _execute(
                 yield spec, future.result()
 
 
-class _progress_queue:  # noqa: N801  a context manager, named for what it yields
+class _progress_queue:  # a context manager, named for what it yields
     """The queue that carries the runs' progress to the driver (``None`` when nothing runs).
 
     A plain queue in-process, a manager's queue for the process pool, a Ray queue for Ray.
@@ -412,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     with _progress_queue(args, bool(todo)) as progress:
         board = ProgressBoard(progress) if progress is not None else None
         results = (
-            _execute_ray(todo, args, progress) if args.backend == "ray" else _execute(todo, args.workers, args.threads, progress)
+            _execute_ray(todo, args, progress)
+            if args.backend == "ray"
+            else _execute(todo, args.workers, args.threads, progress)
         )
         try:
             for spec, record in results:

@@ -147,7 +147,7 @@ class ProgressReporter(BaseCallback):
         last = self.recorder.curve[-1]["return_mean"] if self.recorder.curve else None
         try:
             self.send((self.run_id, int(self.num_timesteps), self.budget, last))
-        except Exception:  # noqa: BLE001  progress is best effort: a closed queue must not fail the run
+        except Exception:  # progress is best effort: a closed queue must not fail the run
             self.send = lambda message: None
 
 
@@ -342,7 +342,10 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
     started = time.perf_counter()
     model.tensorboard_log = kwargs.get("tensorboard_log", model.tensorboard_log)
     model.learn(
-        spec.budget - steps_before, callback=CallbackList(callbacks), reset_num_timesteps=resumed is None, tb_log_name=spec.run_id
+        spec.budget - steps_before,
+        callback=CallbackList(callbacks),
+        reset_num_timesteps=resumed is None,
+        tb_log_name=spec.run_id,
     )
     train_time = time.perf_counter() - started - recorder.eval_time
     if spec.meta.get("model_dir"):

@@ -102,7 +102,8 @@ def _algorithm_classes():
 
     from rlkit import MDPO, PARL, PEBBLE, PMOEPPO, PMOESAC, MDPOOff
 
-    return {"SAC": SAC, "MDPO": MDPO, "MDPOOff": MDPOOff, "PMOESAC": PMOESAC, "PMOEPPO": PMOEPPO, "PEBBLE": PEBBLE, "PARL": PARL}
+    classes = (SAC, MDPO, MDPOOff, PMOESAC, PMOEPPO, PEBBLE, PARL)
+    return {cls.__name__: cls for cls in classes}
 
 
 ONLINE_CASES = [

@@ -47,7 +47,8 @@ def test_the_loaded_model_reproduces_the_runs_final_evaluation(sweep, algo):
 
 def test_evaluate_records_a_video(sweep, tmp_path, capsys):
     pytest.importorskip("moviepy")
-    assert evaluate_main([str(sweep / "runs" / "SAC__toy-reach-v0__seed0.json"), "--episodes", "2", "--video", str(tmp_path)]) == 0
+    run = sweep / "runs" / "SAC__toy-reach-v0__seed0.json"
+    assert evaluate_main([str(run), "--episodes", "2", "--video", str(tmp_path)]) == 0
     videos = list(tmp_path.glob("SAC__toy-reach-v0__seed0-episode-*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     assert str(videos[0]) in capsys.readouterr().out

@@ -293,7 +293,7 @@ ADHOC_ERRORS = [
     (["--algo", "SAC", "--env", "Hoper-v5"], "Closest known ids: Hopper-v5"),
     (["--algo", "BC", "--env", "toy/reach-v0"], "--algo BC learns from a dataset: add --dataset ID"),
     (["--algo", "CMORL", "--env", "mo/mo-hopper-2obj-v5"], "--algo CMORL needs the task keys ref_point"),
-    (["--algo", "SAC", "--env", "toy/reach-v0", "--hyperparams", "lr:1"], "unknown hyperparameter 'algorithms.SAC.default.lr'"),
+    (["--algo", "SAC", "--env", "toy/reach-v0", "--hyperparams", "lr:1"], "unknown hyperparameter 'algorithms.SAC.default.lr"),
     (["--algo", "SAC", "--env", "toy/reach-v0", "--hyperparams", "gamma"], "write KEY:VALUE"),
     (["--algo", "SAC", "--env", "toy/reach-v0", "--suite", "quick"], "drop --suite"),
 ]
@@ -326,5 +326,6 @@ def test_progress_bars_follow_each_run(tmp_path, monkeypatch, workers):
 def test_tensorboard_logs_every_run(tmp_path):
     pytest.importorskip("tensorboard")
     suite = write_suite(tmp_path, ONE_SAC_RUN)
-    assert main(["--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1", "--tensorboard", str(tmp_path / "tb")]) == 0
+    argv = ["--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert main([*argv, "--tensorboard", str(tmp_path / "tb")]) == 0
     assert list((tmp_path / "tb" / "SAC__toy-reach-v0__seed0_1").glob("events.out.tfevents.*"))

@@ -194,7 +194,11 @@ class EvaluateMixin:
     """Gives an SB3 algorithm ``evaluate(env, n_episodes, deterministic, seed)`` (:func:`evaluate_model`)."""
 
     def evaluate(
-        self, env: gym.Env | VecEnv | str | None = None, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None
+        self,
+        env: gym.Env | VecEnv | str | None = None,
+        n_episodes: int = 10,
+        deterministic: bool = True,
+        seed: int | None = None,
     ) -> dict[str, Any]:
         """Roll out the policy and report the return and, with reference scores, the normalised score.
 

@@ -404,7 +404,7 @@ def _not_generated_message(dataset_id: str) -> str:
 
     import rlkit.envs  # noqa: F401  registers the prefixed ids, so that gym.registry lists them
 
-    _, env_part, kind_part = (dataset_id.split("/") + ["", ""])[:3]
+    _, env_part, kind_part = [*dataset_id.split("/"), "", ""][:3]
     kind = kind_part.rsplit("-v", 1)[0] if kind_part.rsplit("-v", 1)[0] in KINDS else "medium"
     env_id = next((e for e in gym.registry if e.lower().replace("/", "-") == env_part), "<env id>")
     return (

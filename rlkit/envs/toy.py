@@ -79,7 +79,8 @@ class PointReachEnv(gym.Env):
             return None
         frame = np.full((size, size, 3), 255, dtype=np.uint8)
         rows, cols = np.mgrid[0:size, 0:size]
-        for center, radius, colour in ((self._goal, max(self.goal_radius, 0.04), (40, 160, 60)), (self._pos, 0.05, (30, 80, 200))):
+        discs = ((self._goal, max(self.goal_radius, 0.04), (40, 160, 60)), (self._pos, 0.05, (30, 80, 200)))
+        for center, radius, colour in discs:
             x, y = (center[0] + 1) / 2 * (size - 1), (1 - center[1]) / 2 * (size - 1)
             frame[(cols - x) ** 2 + (rows - y) ** 2 <= (radius / 2 * (size - 1)) ** 2] = colour
         return frame
