@@ -363,12 +363,10 @@ def show_summary(out_dir: Path, records: list[dict[str, Any]], suite: str, statu
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     console.print(table)
     models = sum(1 for r in records if r.get("model"))
-    console.print(
-        f"{status}. Files in {out_dir}/: table.md, table.csv, curves/, runs/ (one JSON per run)"
-        + (f", models/ ({models} models: python -m benchmarks.evaluate {out_dir}/runs/<run>.json)" if models else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
+    files = "table.md, table.csv, curves/, runs/ (one JSON per run)"
+    if models:
+        files += f", models/ ({models} saved; replay one: python -m benchmarks.evaluate {out_dir}/runs/<run>.json)"
+    console.print(f"{status}. Files in {out_dir}/: {files}", highlight=False, soft_wrap=True)
     if reference is None:
         console.print(f"No committed reference for {suite} (results/{suite}/table.csv) to compare with.", highlight=False)
 
