@@ -99,7 +99,40 @@ class PointReachEnv(gym.Env):
         return np.clip(delta / self.max_speed, -1.0, 1.0).astype(np.float32)
 
 
+class RotatedPointReachEnv(PointReachEnv):
+    """:class:`PointReachEnv` under a rotated (and optionally mirrored) action map: the cross-task target of PEARL.
+
+    The point moves by ``max_speed * M a`` with ``M = R(angle)`` (then mirrored about the x axis when
+    ``mirror``), so the same point mass, goal, observation and reward need other actions: an agent
+    of ``toy/reach-v0`` heads the wrong way here. With a multiple of 90 degrees ``M`` maps the action
+    square onto itself, so every move of ``toy/reach-v0`` stays reachable and the reference scores
+    are the same; other angles can ask for moves outside the square, which are clipped.
+
+    :param angle: rotation of the action map in degrees (counter-clockwise)
+    :param mirror: mirror the rotated action about the x axis (y -> -y)
+    :param kwargs: the keyword arguments of :class:`PointReachEnv`
+    """
+
+    def __init__(self, angle: float = 90.0, mirror: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        theta = np.deg2rad(angle)
+        rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        flip = np.diag([1.0, -1.0]) if mirror else np.eye(2)
+        #: the action map M: the point moves by ``max_speed * action_map @ action``
+        self.action_map = np.round(flip @ rotation, 12)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
+        return super().step(self.action_map @ action)
+
+    def expert_action(self) -> np.ndarray:
+        """The straight-line controller of :class:`PointReachEnv`, mapped back through ``M^-1``."""
+        move = super().expert_action().astype(np.float64)
+        return np.clip(np.linalg.solve(self.action_map, move), -1.0, 1.0).astype(np.float32)
+
+
 #: toy task ids (without the ``toy/`` prefix) -> (class, default kwargs)
 TOY_ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {
     "reach-v0": (PointReachEnv, {}),
+    "reach-rot90-v0": (RotatedPointReachEnv, {"angle": 90.0}),
 }
