@@ -6,7 +6,8 @@
   Reinforcement Learning"; code rll-research/BPref ``reward_model.py::get_label``) with its six
   presets (:data:`TEACHER_PRESETS`), deterministic given its seed (:class:`ScriptedTeacher`);
 - the Bradley-Terry reward ensemble of PEBBLE (Lee et al., 2021), soft targets 0.5/0.5 for
-  "equal" labels (:class:`RewardEnsemble`, :class:`PreferenceDataset`);
+  "equal" labels (:class:`RewardEnsemble`, :class:`PreferenceDataset`), and PEARL's Gaussian
+  reward model for noisy labels (:class:`GaussianRewardModel`);
 - query selection: uniform, ensemble disagreement, predictive entropy (:func:`select_queries`);
 - fixed label pools of offline datasets (:class:`PreferencePool`, :func:`load_or_create_pool`):
   N_q pairs labelled once, cached by dataset, N_q, mode and seed, so that every method of a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -423,6 +425,203 @@ def select_queries(
     return np.argsort(-score, kind="stable")[:n_queries]
 
 
+def uncertainty_regularizer(log_sigma: th.Tensor, eta: float) -> th.Tensor:
+    """mean_t KL(N(mu_t, sigma_t^2) || N(mu_t, eta^2)) = mean_t [log(eta / sigma_t) + sigma_t^2 / (2 eta^2) - 1/2].
+
+    Its minimum is at sigma = eta: it pulls every sigma toward the predefined ``eta``
+    (PEARL's "the uncertainty should approach a predefined value during training").
+
+    :param log_sigma: log sigma_t of any shape
+    :param eta: the predefined standard deviation
+    """
+    return (math.log(eta) - log_sigma + th.exp(2.0 * log_sigma) / (2.0 * eta**2) - 0.5).mean()
+
+
+class GaussianRewardModel(nn.Module):
+    """Robust reward learning (RRL, Liu et al., 2024, PEARL): a reward r(s, a) ~ N(mu(s, a), sigma(s, a)^2).
+
+    One MLP on concat(s, a) with a Gaussian head: ``mu = tanh(h_0)`` (bounded as PEBBLE's rewards) and
+    ``log sigma = lo + (hi - lo) sigmoid(h_1)``, a smooth clamp into ``log_sigma_bounds`` (the gradient
+    never vanishes at the bounds). A segment's score sums reparameterised samples
+    ``r_t = mu_t + sigma_t eps_t``, ``eps_t ~ N(0, 1)``; P(sigma1 > sigma0) = sigmoid(S1 - S0) and
+
+        L_RRL = -E[y log P + (1 - y) log(1 - P)] + lambda_u * mean_t KL(N(mu_t, sigma_t^2) || N(mu_t, eta^2)),
+
+    so noisy (e.g. transferred) labels are absorbed by the sampled noise rather than by extreme
+    rewards. The paper's exact regulariser, lambda_u and eta are not public: this KL toward a
+    predefined eta, lambda_u = 1, eta = 0.5 and bounds [-5, 2] are this implementation's choice.
+    The reward used for RL is mu (deterministic); preference probabilities for accuracy use mu too.
+    It has the interface of :class:`RewardEnsemble` (one member).
+
+    :param obs_dim: observation size
+    :param action_dim: action size
+    :param net_arch: hidden layer sizes
+    :param learning_rate: Adam learning rate
+    :param eta: the predefined standard deviation sigma is pulled toward
+    :param lambda_u: weight of the uncertainty regulariser
+    :param log_sigma_bounds: (lo, hi) of log sigma
+    """
+
+    n_members = 1
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        net_arch: Sequence[int] = (256, 256, 256),
+        learning_rate: float = 3e-4,
+        eta: float = 0.5,
+        lambda_u: float = 1.0,
+        log_sigma_bounds: tuple[float, float] = (-5.0, 2.0),
+    ) -> None:
+        super().__init__()
+        low, high = log_sigma_bounds
+        if not low < high:
+            raise ValueError(f"log_sigma_bounds must be (lo, hi) with lo < hi, got {log_sigma_bounds}")
+        if eta <= 0 or lambda_u < 0:
+            raise ValueError(f"eta must be positive and lambda_u non-negative, got eta={eta}, lambda_u={lambda_u}")
+        self.eta, self.lambda_u = float(eta), float(lambda_u)
+        self.log_sigma_bounds = (float(low), float(high))
+        layers: list[nn.Module] = []
+        last = obs_dim + action_dim
+        for width in net_arch:
+            layers += [nn.Linear(last, width), nn.LeakyReLU()]
+            last = width
+        layers.append(nn.Linear(last, 2))
+        self.net = nn.Sequential(*layers)
+        self.optimizer = th.optim.Adam(self.parameters(), lr=learning_rate)
+
+    def forward(self, observations: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``(mu, log_sigma)``, each of shape ``batch_shape``."""
+        out = self.net(th.cat([observations, actions], dim=-1))
+        low, high = self.log_sigma_bounds
+        return th.tanh(out[..., 0]), low + (high - low) * th.sigmoid(out[..., 1])
+
+    def reward(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """The reward for RL: mu(s, a), shape ``batch_shape``."""
+        return self(observations, actions)[0]
+
+    def loss(
+        self, obs0: th.Tensor, act0: th.Tensor, obs1: th.Tensor, act1: th.Tensor, targets: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """L_RRL of segment pairs of shape ``(N, H, dim)``: the total, the cross-entropy on sampled scores, and the
+        uncertainty regulariser."""
+        mu0, log_sigma0 = self(obs0, act0)
+        mu1, log_sigma1 = self(obs1, act1)
+        sample0 = mu0 + th.exp(log_sigma0) * th.randn_like(mu0)
+        sample1 = mu1 + th.exp(log_sigma1) * th.randn_like(mu1)
+        logits = sample1.sum(dim=-1) - sample0.sum(dim=-1)
+        cross_entropy = -bradley_terry_log_likelihood(logits, targets).mean()
+        regularizer = uncertainty_regularizer(th.cat([log_sigma0, log_sigma1]), self.eta)
+        return cross_entropy + self.lambda_u * regularizer, cross_entropy, regularizer
+
+    def preference_probs(self, segments0: Segments, segments1: Segments) -> np.ndarray:
+        """P(segment 1 preferred) from the mean rewards, shape ``(1, N)``."""
+        device = next(self.parameters()).device
+        obs0, act0, obs1, act1 = (
+            th.as_tensor(x, dtype=th.float32, device=device)
+            for x in (segments0.observations, segments0.actions, segments1.observations, segments1.actions)
+        )
+        with th.no_grad():
+            logits = self.reward(obs1, act1).sum(dim=-1) - self.reward(obs0, act0).sum(dim=-1)
+        return th.sigmoid(logits).cpu().numpy()[None]
+
+    def fit(
+        self,
+        data: PreferenceDataset,
+        n_epochs: int,
+        batch_size: int,
+        rng: np.random.Generator,
+        stop_accuracy: float = 0.97,
+    ) -> dict[str, float]:
+        """Minimise L_RRL for up to ``n_epochs`` epochs; stop early when the mean-reward accuracy > ``stop_accuracy``.
+
+        :param data: the labelled pairs (soft labels allowed)
+        :param n_epochs: epochs over the data
+        :param batch_size: pairs per step
+        :param rng: the generator of the permutations (the noise comes from torch's generator)
+        :param stop_accuracy: as :meth:`RewardEnsemble.fit`
+        :return: last epoch's mean loss, regulariser, accuracy (of mu) and mean sigma, and the number of epochs run
+        """
+        device = next(self.parameters()).device
+        obs0, act0, obs1, act1, targets = (th.as_tensor(x, device=device) for x in data.arrays())
+        n = len(targets)
+        stats = {"loss": float("nan"), "regularizer": float("nan"), "accuracy": 0.0, "sigma": float("nan"), "epochs": 0.0}
+        for epoch in range(1, n_epochs + 1):
+            perm = th.as_tensor(rng.permutation(n), device=device)
+            loss_sum, reg_sum, correct, decided, sigma_sum = 0.0, 0.0, 0.0, 0.0, 0.0
+            for start in range(0, n, batch_size):
+                idx = perm[start : start + batch_size]
+                loss, _, regularizer = self.loss(obs0[idx], act0[idx], obs1[idx], act1[idx], targets[idx])
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                with th.no_grad():
+                    mu0, log_sigma0 = self(obs0[idx], act0[idx])
+                    margin = self.reward(obs1[idx], act1[idx]).sum(dim=-1) - mu0.sum(dim=-1)
+                hard = targets[idx] != 0.5
+                correct += ((margin > 0).float() == targets[idx])[hard].float().sum().item()
+                decided += hard.sum().item()
+                loss_sum += loss.item() * len(idx)
+                reg_sum += regularizer.item() * len(idx)
+                sigma_sum += th.exp(log_sigma0).mean().item() * len(idx)
+            stats = {
+                "loss": loss_sum / n,
+                "regularizer": reg_sum / n,
+                "accuracy": correct / max(decided, 1.0),
+                "sigma": sigma_sum / n,
+                "epochs": float(epoch),
+            }
+            if stats["accuracy"] > stop_accuracy:
+                break
+        return stats
+
+
+#: reward models of :class:`~rlkit.iql.IQLBT` by ``reward_type``: PEBBLE's ensemble, PEARL's Gaussian model
+REWARD_TYPES = ("bt", "gaussian")
+
+
+def build_reward_model(
+    reward_type: str,
+    obs_dim: int,
+    action_dim: int,
+    net_arch: Sequence[int],
+    learning_rate: float,
+    n_members: int = 3,
+    **kwargs: float | tuple[float, float],
+) -> RewardEnsemble | GaussianRewardModel:
+    """The reward model of one of :data:`REWARD_TYPES`.
+
+    :param reward_type: ``bt`` (:class:`RewardEnsemble`) or ``gaussian`` (:class:`GaussianRewardModel`)
+    :param obs_dim: observation size
+    :param action_dim: action size
+    :param net_arch: hidden layers
+    :param learning_rate: Adam learning rate
+    :param n_members: ensemble size (``bt`` only)
+    :param kwargs: ``eta``, ``lambda_u``, ``log_sigma_bounds`` (``gaussian`` only)
+    """
+    if reward_type == "bt":
+        if kwargs:
+            raise ValueError(f"The Bradley-Terry ensemble takes no {', '.join(kwargs)}: those are for reward_type='gaussian'")
+        return RewardEnsemble(obs_dim, action_dim, n_members, net_arch, learning_rate)
+    if reward_type == "gaussian":
+        return GaussianRewardModel(obs_dim, action_dim, net_arch, learning_rate, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"Unknown reward_type {reward_type!r}; known: {', '.join(REWARD_TYPES)}")
+
+
+def pool_label_accuracy(pool: PreferencePool) -> float:
+    """Fraction of the pool's pairs with a strict oracle preference (from its scores) whose label agrees with it.
+
+    The pool's ``scores`` are the true scores of its teacher's score mode, so this measures the
+    labels (noisy, random or transferred) against the rational teacher they hide.
+
+    :param pool: the labelled pairs
+    """
+    scores = np.asarray(pool.scores, np.float64)
+    oracle = np.where(scores[:, 1] > scores[:, 0], 1.0, np.where(scores[:, 1] < scores[:, 0], 0.0, 0.5))
+    return preference_accuracy(pool.targets, oracle)
+
+
 # --------------------------------------------------------------------------- fixed label pools
 
 #: how a pool's teacher scores a segment: its own return, or OPPO's 200-step future return
@@ -532,7 +731,9 @@ class PreferencePool:
             raise ValueError(f"n_pairs must be positive, got {n_pairs}")
         sampler = WindowSampler(dataset, segment_length)
         rng = np.random.default_rng(seed)
-        label_teacher = ScriptedTeacher.from_spec(teacher, seed=seed)
+        # the teacher's noise must not reuse the sampling stream (its draws would follow the segments' positions)
+        teacher_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+        label_teacher = ScriptedTeacher.from_spec(teacher, seed=teacher_seed)
         score_length = segment_length if mode == "window" else horizon
         lengths = dataset.episode_lengths
         label_teacher.set_thresholds(float(dataset.episode_returns.mean()) * score_length / float(lengths.mean()))

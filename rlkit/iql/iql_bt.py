@@ -12,10 +12,13 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import set_random_seed
 
 from rlkit.common.preference import (
+    GaussianRewardModel,
     PreferencePool,
     RewardEnsemble,
     Segments,
+    build_reward_model,
     heldout_pool,
+    pool_label_accuracy,
     preference_accuracy,
     resolve_pool,
 )
@@ -36,7 +39,9 @@ class IQLBT(IQL):
     rewards (``max episode length / (max return - min return)``, Preference Transformer's
     rescaling of learned rewards). The true rewards are never seen by IQL. The reward model
     is saved with the model; one loaded with ``dataset=`` refits it from the same pool and seed
-    (the same model) to relabel that dataset.
+    (the same model) to relabel that dataset. With ``reward_type="gaussian"`` the reward model is
+    PEARL's robust one (:class:`~rlkit.common.preference.GaussianRewardModel`) and the dataset is
+    relabelled with its mean mu(s, a), by the same path.
 
     :param policy: the policy model ("MlpPolicy")
     :param env: the environment, its id, or ``None`` (spaces from the dataset)
@@ -51,7 +56,11 @@ class IQLBT(IQL):
     :param pool_dir: cache folder of pools
     :param heldout_labels: size of a held-out pool of the same settings (another seed) whose preference accuracy
         :meth:`progress_info` reports; 0: none
-    :param reward_members: ensemble size (PEBBLE: 3)
+    :param heldout_teacher: the teacher of the held-out pool (default: ``teacher``; e.g. ``"oracle"`` to score a
+        model trained on noisy labels against the rational teacher)
+    :param reward_type: ``bt`` (PEBBLE's Bradley-Terry ensemble) or ``gaussian`` (PEARL's robust reward model)
+    :param reward_kwargs: ``eta``, ``lambda_u`` and ``log_sigma_bounds`` of the ``gaussian`` model
+    :param reward_members: ensemble size (PEBBLE: 3; ``bt`` only)
     :param reward_net_arch: hidden layers of each member (PEBBLE: 3 x 256)
     :param reward_learning_rate: Adam learning rate of the reward model (3e-4)
     :param reward_epochs: at most this many epochs over the pool (B-Pref stops at 97% training accuracy)
@@ -73,6 +82,9 @@ class IQLBT(IQL):
         teacher: str | dict = "oracle",
         pool_dir: str | os.PathLike | None = None,
         heldout_labels: int = 0,
+        heldout_teacher: str | dict | None = None,
+        reward_type: str = "bt",
+        reward_kwargs: dict[str, Any] | None = None,
         reward_members: int = 3,
         reward_net_arch: Sequence[int] = (256, 256, 256),
         reward_learning_rate: float = 3e-4,
@@ -96,14 +108,18 @@ class IQLBT(IQL):
         self.teacher = teacher
         self.pool_dir = None if pool_dir is None else str(pool_dir)
         self.heldout_labels = heldout_labels
+        self.heldout_teacher = heldout_teacher
+        self.reward_type = reward_type
+        self.reward_kwargs = dict(reward_kwargs or {})
         self.reward_members = reward_members
         self.reward_net_arch = list(reward_net_arch)
         self.reward_learning_rate = reward_learning_rate
         self.reward_epochs = reward_epochs
         self.reward_batch_size = reward_batch_size
-        self.reward_model: RewardEnsemble | None = None
+        self.reward_model: RewardEnsemble | GaussianRewardModel | None = None
         self.reward_fit: dict[str, float] = {}
         self.labels_used = 0
+        self.label_accuracy: float | None = None
         self.heldout_accuracy: float | None = None
         super().__init__(
             policy,
@@ -117,10 +133,19 @@ class IQLBT(IQL):
             **kwargs,
         )
 
-    def _build_reward_model(self, obs_dim: int, action_dim: int) -> RewardEnsemble:
-        return RewardEnsemble(obs_dim, action_dim, self.reward_members, self.reward_net_arch, self.reward_learning_rate).to(
-            self.device
-        )
+    def _build_reward_model(self, obs_dim: int, action_dim: int) -> RewardEnsemble | GaussianRewardModel:
+        kwargs = dict(self.reward_kwargs)
+        if "log_sigma_bounds" in kwargs:
+            kwargs["log_sigma_bounds"] = tuple(kwargs["log_sigma_bounds"])
+        return build_reward_model(
+            self.reward_type,
+            obs_dim,
+            action_dim,
+            self.reward_net_arch,
+            self.reward_learning_rate,
+            self.reward_members,
+            **kwargs,
+        ).to(self.device)
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -152,6 +177,7 @@ class IQLBT(IQL):
             pool.preference_dataset(sampler), self.reward_epochs, self.reward_batch_size, np.random.default_rng(self.seed)
         )
         self.labels_used = pool.n_pairs
+        self.label_accuracy = pool_label_accuracy(pool)
         heldout = heldout_pool(
             dataset,
             self.heldout_labels,
@@ -159,7 +185,7 @@ class IQLBT(IQL):
             self.pool_seed,
             self.segment_length,
             self.foresee,
-            self.teacher,
+            self.teacher if self.heldout_teacher is None else self.heldout_teacher,
             self.pool_dir,
         )
         if heldout is not None:
@@ -167,8 +193,11 @@ class IQLBT(IQL):
         super()._attach_dataset(self._relabel(dataset, sampler))
 
     def progress_info(self) -> dict[str, float]:
-        """Labels used and, with ``heldout_labels``, the reward model's held-out preference accuracy."""
+        """Labels used, their agreement with the rational teacher and, with ``heldout_labels``, the reward model's
+        held-out preference accuracy."""
         info = {"labels": float(self.labels_used)}
+        if self.label_accuracy is not None:
+            info["label_accuracy"] = self.label_accuracy
         if self.heldout_accuracy is not None:
             info["preference_accuracy"] = self.heldout_accuracy
         return info
@@ -177,7 +206,7 @@ class IQLBT(IQL):
         return WindowSampler(dataset, window, self.obs_mean, self.obs_std)
 
     def learned_rewards(self, observations: np.ndarray, actions: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-        """The ensemble-mean learned reward of raw (s, a) rows (observations normalised as in training)."""
+        """The learned reward of raw (s, a) rows (observations normalised as in training): the ensemble mean, or mu."""
         assert self.reward_model is not None
         obs = self.normalize_observation(np.asarray(observations, np.float32).reshape(len(observations), -1))
         rewards = []
@@ -205,7 +234,7 @@ class IQLBT(IQL):
             ref_max_score=dataset.ref_max_score,
             env_id=dataset.env_id,
             dataset_id=dataset.dataset_id,
-            metadata={**dataset.metadata, "rewards": "learned (Bradley-Terry ensemble on a preference pool)"},
+            metadata={**dataset.metadata, "rewards": f"learned ({type(self.reward_model).__name__} on a preference pool)"},
         )
 
     def preference_accuracy(self, pool: PreferencePool, dataset: OfflineDataset) -> float:
