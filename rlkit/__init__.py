@@ -11,10 +11,11 @@ from rlkit.iql import IQL, IQLBT
 from rlkit.mdpo import MDPO, MDPOOff
 from rlkit.oppo import OPPO
 from rlkit.parl import PARL
+from rlkit.pearl import PEARL
 from rlkit.pebble import PEBBLE
 from rlkit.pmoe import PMOEPPO, PMOESAC
 from rlkit.td3bc import TD3BC
 
 __version__ = "0.1.0"
 
-__all__ = ["A2PR", "BC", "CMORL", "FISOR", "FamO2O", "IQLO2O", "IQL", "IQLBT", "MDPO", "OPPO", "PARL", "PEBBLE", "PMOEPPO", "PMOESAC", "TD3BC", "MDPOOff", "__version__", "load_dataset", "make_env"]
+__all__ = ["A2PR", "BC", "CMORL", "FISOR", "FamO2O", "IQLO2O", "IQL", "IQLBT", "MDPO", "OPPO", "PARL", "PEARL", "PEBBLE", "PMOEPPO", "PMOESAC", "TD3BC", "MDPOOff", "__version__", "load_dataset", "make_env"]
