@@ -291,51 +291,71 @@ def test_iql_step_is_expectile_value_td_critic_and_advantage_weighted_actor(data
 # --------------------------------------------------------------------------- A2PR
 
 
-def test_a2pr_step_critic_value_and_advantage_masked_vae(dataset):
-    """A2PR (Liu et al., 2024), the steps before the actor's: TD3's critic; V(s) on
+def test_a2pr_step_critic_value_masked_vae_and_gated_actor(dataset):
+    """A2PR (Liu et al., 2024), one step with the actor updated: TD3's critic; V(s) on
     min(r + gamma (1 - d) min_i Q_i(s', a~') with the updated critics, y); the VAE on its reconstruction error
-    masked to Q_1(s, a) > V(s) plus its KL term (the actor waits for ``policy_delay``).
+    masked to Q_1(s, a) > V(s) plus its KL term; the actor on -lambda Q_1(s, pi(s)) + gate (pi(s) - a*)^2 with
+    lambda = alpha / mean|Q_1(s, pi(s))|, a* the dataset action or the VAE's reconstruction of pi(s), whichever has
+    the higher advantage, and gate = 1(A(a_vae) >= 0 or A(a) > 0); then the Polyak updates.
 
-    Fails with the critic target network bypassed, the value target without its min, or the VAE's mask removed.
+    Fails with the critic target network bypassed, the value target without its min, the VAE's mask removed, the
+    gate forced to 1 or lambda = alpha (no normalisation).
     """
-    gamma, lr, vae_lr = 0.9, 0.005, 0.05  # a small step of Q, so that the mask stays mixed
+    gamma, tau, alpha, lr, vae_lr = 0.9, 0.1, 2.5, 0.005, 0.05  # a small step of Q, so that the mask stays mixed
     model = A2PR(
-        "MlpPolicy", None, dataset=dataset, learning_rate=lr, vae_learning_rate=vae_lr, gamma=gamma,
-        policy_kwargs=dict(net_arch=[16, 16], vae_net_arch=[16]), seed=0, device="cpu",
+        "MlpPolicy", None, dataset=dataset, learning_rate=lr, vae_learning_rate=vae_lr, gamma=gamma, tau=tau,
+        alpha=alpha, policy_delay=1, policy_kwargs=dict(net_arch=[16, 16], vae_net_arch=[16]), seed=0, device="cpu",
     )  # fmt: skip
-    _prepare(model, model.critic, model.value, model.vae)
+    _prepare(model, model.actor, model.critic, model.value, model.vae)
     perturb(model.actor_target, model.critic_target)
-    # V(s) in the middle of Q_1(s, a), so that the advantage mask keeps some actions and drops others
     everything = model.replay_buffer._get_samples(th.arange(len(dataset)))
     with th.no_grad():
+        # Q'(s, a) on both sides of Q(s, a), so that both branches of the value target's min occur
+        for q_target, q in zip(model.critic_target.q_networks, model.critic.q_networks, strict=True):
+            inputs = th.cat([everything.observations, everything.actions], dim=1)
+            q_target[-1].bias.sub_((q_target(inputs) - q(inputs)).median())
+        # V(s) in the middle of Q_1(s, a), so that the advantage mask keeps some actions and drops others
         gap = model.critic.q1_forward(everything.observations, everything.actions) - model.value(everything.observations)
         model.value.v_net[-1].bias.add_(gap.median())
-    critic, critic_target, actor_target, value, vae = (
-        copy.deepcopy(m) for m in (model.critic, model.critic_target, model.actor_target, model.value, model.vae)
-    )
+    names = ("actor", "actor_target", "critic", "critic_target", "value", "vae")
+    nets = {name: copy.deepcopy(getattr(model, name)) for name in names}
+    actor, critic, value, vae = (nets[name] for name in ("actor", "critic", "value", "vae"))
     th.manual_seed(4)
     model.train(1, BATCH)
 
     batch = hand_batch(dataset, 4)
     not_done = 1 - batch.dones
     with th.no_grad():
-        next_actions = smoothed_next_actions(actor_target, batch.next_obs)
-        y = batch.rewards + gamma * not_done * min_q(critic_target, batch.next_obs, next_actions)
+        next_actions = smoothed_next_actions(nets["actor_target"], batch.next_obs)
+        y = batch.rewards + gamma * not_done * min_q(nets["critic_target"], batch.next_obs, next_actions)
     sgd_step(critic, sum(mse(q, y) for q in critic(batch.obs, batch.actions)), lr)
     with th.no_grad():
-        value_target = th.minimum(batch.rewards + gamma * not_done * min_q(critic, batch.next_obs, next_actions), y)
+        bootstrap = batch.rewards + gamma * not_done * min_q(critic, batch.next_obs, next_actions)
         q_data = critic.q1_forward(batch.obs, batch.actions)
         values = value(batch.obs)
-    sgd_step(value, mse(value(batch.obs), value_target), lr)
+    sgd_step(value, mse(value(batch.obs), th.minimum(bootstrap, y)), lr)
     positive = (q_data > values).float()
     reconstruction, mean, std = vae(batch.obs, batch.actions)
     kl = (-0.5 * (1 + 2 * th.log(std) - mean**2 - std**2)).mean()
     sgd_step(vae, (positive * (reconstruction - batch.actions) ** 2).mean() + 0.5 * kl, vae_lr)
 
-    assert 0.1 < positive.mean().item() < 0.9  # the mask is not trivial
-    for name, expected in (("critic", critic), ("value", value), ("vae", vae)):
-        assert_same(getattr(model, name), expected, name)
-    assert_same(model.critic_target, critic_target, "critic_target")  # no Polyak update before the actor's step
+    pi = actor(batch.obs)
+    q_pi = critic.q1_forward(batch.obs, pi)
+    vae_actions, _, _ = vae(batch.obs, pi)
+    with th.no_grad():
+        q_vae = critic.q1_forward(batch.obs, vae_actions)
+    advantage_data, advantage_vae = q_data - values, q_vae - values
+    target = th.where(advantage_vae >= advantage_data, vae_actions, batch.actions)
+    gate = ((advantage_vae >= 0) | (advantage_data > 0)).float()
+    sgd_step(actor, -alpha / q_pi.abs().mean().detach() * q_pi.mean() + (gate * (pi - target) ** 2).mean(), lr)
+    soft_update(nets["critic_target"], critic, tau)
+    soft_update(nets["actor_target"], actor, tau)
+
+    # the check can fail: both sides of the value target's min, of the mask and of the gate occur
+    assert (bootstrap < y).any() and (bootstrap > y).any()
+    assert 0.1 < positive.mean().item() < 0.9 and 0 < gate.mean().item() < 1
+    for name in names:
+        assert_same(getattr(model, name), nets[name], name)
 
 
 # --------------------------------------------------------------------------- TD3BC-Lag
