@@ -281,6 +281,50 @@ def test_step_size_follows_the_official_annealing_with_floor():
     assert recorded == pytest.approx([0.3, 0.3])
 
 
+def test_mdpo_value_epochs_are_the_clipped_value_regression():
+    """After the policy steps, ``n_epochs`` steps (one minibatch of the whole rollout each) on
+    mean max((R - V)^2, (R - V_clip)^2), V_clip = V_old + clip(V - V_old, -0.2, 0.2), written out with plain SGD.
+
+    The first step moves V by more than 0.2 on some states, so the clipping binds afterwards: an unclipped value
+    loss fails the test.
+    """
+    model = MDPO(
+        "MlpPolicy",
+        PointReachEnv(),
+        n_steps=128,
+        batch_size=128,
+        n_epochs=3,
+        sgd_steps=1,
+        learning_rate=0.01,
+        policy_kwargs=dict(net_arch=[16, 16], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
+        seed=0,
+        device="cpu",
+    )
+    anchor = _one_iteration(model)
+    buffer = model.rollout_buffer
+    obs = th.as_tensor(buffer.observations.reshape(128, -1))
+    returns = th.as_tensor(buffer.returns.flatten())
+    value = copy.deepcopy(anchor)
+    value_params = [param for name, param in value.named_parameters() if "value" in name]
+    with th.no_grad():
+        old_values = anchor.predict_values(obs).flatten()
+    moved = []
+    for _ in range(3):
+        values = value.predict_values(obs).flatten()
+        moved.append((values - old_values).abs().max().item())
+        clipped = old_values + th.clamp(values - old_values, -0.2, 0.2)
+        loss = th.maximum((returns - values) ** 2, (returns - clipped) ** 2).mean()
+        grads = th.autograd.grad(loss, value_params)
+        with th.no_grad():
+            for param, grad in zip(value_params, grads, strict=True):
+                param.sub_(0.01 * grad)
+    actual = dict(model.policy.named_parameters())
+    for name, param in value.named_parameters():
+        if "value" in name:
+            th.testing.assert_close(actual[name].detach(), param.detach(), atol=1e-5, rtol=1e-4, msg=name)
+    assert moved[0] == 0.0 and moved[1] > 0.2  # the clip binds from the second step on
+
+
 # --------------------------------------------------------------------------- off-policy actor loss
 
 
