@@ -122,7 +122,9 @@ class Checkpointer(BaseCallback):
             return None
         return path if state.get("config_hash") == self.config_hash else None
 
-    def restore(self, path: Path, model_cls: type[BaseAlgorithm], env: VecEnv, **load_kwargs: Any) -> tuple[BaseAlgorithm, dict]:
+    def restore(
+        self, path: Path, model_cls: type[BaseAlgorithm], env: VecEnv, **load_kwargs: Any
+    ) -> tuple[BaseAlgorithm, dict]:
         """Load the model of checkpoint ``path`` on ``env`` with its buffer, normalisation and RNG state.
 
         :return: the model and the extra state saved with it

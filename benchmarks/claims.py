@@ -279,7 +279,9 @@ def _values(points: list[dict[str, Any]], key: str) -> list[tuple[float, float]]
     return out
 
 
-def run_score(record: dict[str, Any], claim: Claim | None = None, last_k: int = DEFAULT_LAST_K, key: str | None = None) -> float | None:
+def run_score(
+    record: dict[str, Any], claim: Claim | None = None, last_k: int = DEFAULT_LAST_K, key: str | None = None
+) -> float | None:
     """The score of one finished run under a claim's metric and summary.
 
     :param record: a run record (``curve`` and ``final`` points)
@@ -323,7 +325,9 @@ def _budget(record: dict[str, Any], claim: Claim) -> float:
     return float(record["budget"])
 
 
-def score_matrix(records: list[dict[str, Any]], claim: Claim, algo: str, last_k: int = DEFAULT_LAST_K) -> tuple[np.ndarray, list[int]]:
+def score_matrix(
+    records: list[dict[str, Any]], claim: Claim, algo: str, last_k: int = DEFAULT_LAST_K
+) -> tuple[np.ndarray, list[int]]:
     """The (runs x tasks) scores of ``algo`` on the claim's tasks, over the seeds every task has.
 
     :return: the matrix (0 rows when some task has no scored run) and the seeds of its rows
@@ -338,7 +342,9 @@ def score_matrix(records: list[dict[str, Any]], claim: Claim, algo: str, last_k:
                     scores[int(record["seed"])] = score
         per_task.append(scores)
     seeds = sorted(set.intersection(*(set(s) for s in per_task))) if per_task else []
-    matrix = np.array([[scores[seed] for scores in per_task] for seed in seeds], dtype=float).reshape(len(seeds), len(claim.tasks))
+    matrix = np.array([[scores[seed] for scores in per_task] for seed in seeds], dtype=float).reshape(
+        len(seeds), len(claim.tasks)
+    )
     return matrix, seeds
 
 
@@ -487,7 +493,9 @@ def _describe(claim: Claim) -> str:
     elif claim.summary == "at":
         summary = f", at {claim.at:.0%} of the budget"
     elif claim.summary == "to_target":
-        target = ", ".join(f"{k} {v:g}" for k, v in claim.target.items()) if isinstance(claim.target, dict) else f"{claim.target:g}"
+        target = (
+            ", ".join(f"{k} {v:g}" for k, v in claim.target.items()) if isinstance(claim.target, dict) else f"{claim.target:g}"
+        )
         summary = f", at the first evaluation reaching {claim.target_metric} {target}"
     else:
         summary = ""
@@ -504,7 +512,8 @@ def claims_section(results: list[ClaimResult], last_k: int = DEFAULT_LAST_K) -> 
         "",
         f"Each run's score is the mean of its last {last_k} evaluations (evaluation seeds disjoint from training). "
         "Effect: difference of the arms' aggregates, positive when it favours the claim; 95% CI from rliable's stratified "
-        "bootstrap over runs; P(improvement) is rliable's probability of improvement (that a run of the better arm beats one of the baseline, in the claim's direction). Verdict: holds (CI above 0), "
+        "bootstrap over runs; P(improvement) is rliable's probability of improvement (that a run of the better arm "
+        "beats one of the baseline, in the claim's direction). Verdict: holds (CI above 0), "
         "contradicted (CI below 0), not shown (CI spans 0). Budget: ours as a share of the paper's.",
         "",
         "| claim | paper | better vs baseline | metric | runs | effect | 95% CI | P(improvement) | budget | verdict |",
@@ -566,7 +575,9 @@ def profile_scores(records: list[dict[str, Any]], last_k: int = DEFAULT_LAST_K) 
     return matrices, label
 
 
-def write_profile(out_dir: Path, records: list[dict[str, Any]], title: str, last_k: int = DEFAULT_LAST_K, reps: int = 2000) -> Path | None:
+def write_profile(
+    out_dir: Path, records: list[dict[str, Any]], title: str, last_k: int = DEFAULT_LAST_K, reps: int = 2000
+) -> Path | None:
     """Write ``profile.png``: rliable's performance profile (fraction of runs above tau, with 95% CIs) per algorithm.
 
     :return: the figure's path, or ``None`` when no run has a score
@@ -639,7 +650,8 @@ def claims_markdown(rows: list[tuple[ClaimResult, str]], command: str, commit: s
         "Every claim a suite declares, tested on that suite's finished runs. A run's score is the mean of its last k "
         "evaluations (the suite's `score_last_k`, default 3) on evaluation seeds disjoint from training. Effect: "
         "difference of the arms' IQMs (or means), positive when it favours the claim, with a 95% stratified-bootstrap "
-        "CI (rliable); P(improvement) is rliable's probability of improvement (that a run of the better arm beats one of the baseline, in the claim's direction). **holds**: the CI lies above 0; "
+        "CI (rliable); P(improvement) is rliable's probability of improvement (that a run of the better arm beats "
+        "one of the baseline, in the claim's direction). **holds**: the CI lies above 0; "
         "**contradicted**: below 0; **not shown**: it spans 0, or an arm has fewer than 2 runs. Budget: ours as a share "
         "of the paper's; at a small share a verdict says what the method does early in training, not what the paper "
         "measured. Details and per-task means: each suite's `table.md`.",
@@ -670,7 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.store import git_commit, load_results, write_atomic
     from benchmarks.suite import SUITES_DIR, SuiteError, suite_path
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.claims", description="Rebuild CLAIMS.md from every suite's runs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.claims", description="Rebuild CLAIMS.md from every suite's runs."
+    )
     parser.add_argument("--results", type=Path, default=Path("results"), help="the folder of suite folders (default: results)")
     parser.add_argument("--out", type=Path, help="the file to write (default: <results>/CLAIMS.md)")
     parser.add_argument("--suites", nargs="+", help="only these suites (default: every suite that declares claims)")

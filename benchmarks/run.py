@@ -106,7 +106,9 @@ def _check_out_dir(out_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise SuiteError(f"--out {out_dir}: {existing} is not writable ({exc.strerror}); choose another folder with --out") from exc
+        raise SuiteError(
+            f"--out {out_dir}: {existing} is not writable ({exc.strerror}); choose another folder with --out"
+        ) from exc
 
 
 #: seeds, evaluation frequency and episodes of a run without a suite
@@ -371,17 +373,33 @@ def show_summary(out_dir: Path, records: list[dict[str, Any]], suite: str, statu
         console.print(f"No committed reference for {suite} (results/{suite}/table.csv) to compare with.", highlight=False)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Reject command-line values no run can use (a :class:`SuiteError` names the flag and the fix)."""
+    if args.workers < 1 or args.threads < 1:
+        raise SuiteError("--workers and --threads must be at least 1")
+    if args.checkpoint_every < 0 or args.max_retries < 0 or args.cpus_per_run <= 0 or args.gpus_per_run < 0:
+        raise SuiteError("--checkpoint-every, --max-retries, --gpus-per-run must be >= 0 and --cpus-per-run > 0")
+    if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise SuiteError('--backend ray needs Ray: pip install -e ".[distributed]" (or pip install "ray[tune]")')
+    if args.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+        raise SuiteError('--tensorboard needs tensorboard: pip install -e ".[tensorboard]" (or pip install tensorboard)')
+
+
+def _attach_run_settings(specs: list[RunSpec], args: argparse.Namespace, out_dir: Path, command: str, commit: str) -> None:
+    """Give every run its metadata (command, commit), model and checkpoint folders and logging."""
+    for spec in specs:
+        spec.meta = {"command": command, "commit": commit, "suite": spec.suite}
+        spec.meta["model_dir"] = str((out_dir / "models" / spec.run_id).resolve())
+        if args.tensorboard is not None:
+            spec.meta["tensorboard_log"] = str(args.tensorboard.resolve())
+        spec.checkpoint_every = args.checkpoint_every
+        spec.checkpoint_dir = str((out_dir / "checkpoints" / spec.run_id).resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.workers < 1 or args.threads < 1:
-            raise SuiteError("--workers and --threads must be at least 1")
-        if args.checkpoint_every < 0 or args.max_retries < 0 or args.cpus_per_run <= 0 or args.gpus_per_run < 0:
-            raise SuiteError("--checkpoint-every, --max-retries, --gpus-per-run must be >= 0 and --cpus-per-run > 0")
-        if args.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise SuiteError('--backend ray needs Ray: pip install -e ".[distributed]" (or pip install "ray[tune]")')
-        if args.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
-            raise SuiteError('--tensorboard needs tensorboard: pip install -e ".[tensorboard]" (or pip install tensorboard)')
+        _check_args(args)
         if args.algo is not None or args.env is not None or args.dataset is not None or args.hyperparams:
             # the one-task suite lives as long as ``args`` (until main returns): its claims are read at the end
             args.adhoc_folder = tempfile.TemporaryDirectory(prefix="rlkit-adhoc-")
@@ -396,13 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     commit = git_commit()
-    for spec in specs:
-        spec.meta = {"command": command, "commit": commit, "suite": spec.suite}
-        spec.meta["model_dir"] = str((out_dir / "models" / spec.run_id).resolve())
-        if args.tensorboard is not None:
-            spec.meta["tensorboard_log"] = str(args.tensorboard.resolve())
-        spec.checkpoint_every = args.checkpoint_every
-        spec.checkpoint_dir = str((out_dir / "checkpoints" / spec.run_id).resolve())
+    _attach_run_settings(specs, args, out_dir, command, commit)
     todo = [s for s in specs if not is_done(out_dir, s)]
     skipped = len(specs) - len(todo)
     missing = len(todo) if args.tables_only else 0

@@ -128,17 +128,24 @@ def _score_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _detail_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| task | algorithm | seeds | budget | score (return) | normalised | final return | best return | wall time (s) | throughput |",
+        "| task | algorithm | seeds | budget | score (return) | normalised | final return | best return | wall time (s) "
+        "| throughput |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         seeds = f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        speed = f"{r['throughput']:.0f} {r['throughput_unit'].replace('_per_s', '/s').replace('_', ' ')}" if r["throughput"] else "—"
+        speed = (
+            f"{r['throughput']:.0f} {r['throughput_unit'].replace('_per_s', '/s').replace('_', ' ')}"
+            if r["throughput"]
+            else "—"
+        )
         best = f"{r['best_return_mean']:.1f}" if r["best_return_mean"] is not None else "—"
         final = f"{r['final_return_mean']:.1f}" if r["final_return_mean"] is not None else "—"
+        score = _pm(r["return_mean"], r["return_std"], n=r["seeds"])
+        normalised = _pm(r["normalized_mean"], r["normalized_std"], n=r["seeds"])
         lines.append(
-            f"| {r['task']} | {r['algo']} | {seeds} | {r['budget']} | {_pm(r['return_mean'], r['return_std'], n=r['seeds'])} | "
-            f"{_pm(r['normalized_mean'], r['normalized_std'], n=r['seeds'])} | {final} | {best} | {r['wall_time_s']:.0f} | {speed} |"
+            f"| {r['task']} | {r['algo']} | {seeds} | {r['budget']} | {score} | {normalised} | {final} | {best} | "
+            f"{r['wall_time_s']:.0f} | {speed} |"
         )
     return lines
 
@@ -147,11 +154,12 @@ def _protocol(records: list[dict[str, Any]], last_k: int) -> str:
     """What a score is: evaluations averaged, episodes per evaluation, seeds and evaluation seeds."""
     episodes = sorted({r.get("eval_episodes") for r in records if r.get("eval_episodes")})
     seeds = sorted({r["seed"] for r in records})
+    per_evaluation = " / ".join(map(str, episodes)) or "?"
     return (
-        f"Score of a run: the mean of its last {last_k} evaluations, {' / '.join(map(str, episodes)) or '?'} episodes each, "
-        f"on evaluation seeds {EVAL_SEED_OFFSET} + run seed onwards (disjoint from the training seeds); table: mean ± std over "
+        f"Score of a run: the mean of its last {last_k} evaluations, {per_evaluation} episodes each, on evaluation "
+        f"seeds {EVAL_SEED_OFFSET} + run seed onwards (disjoint from the training seeds); table: mean ± std over "
         f"run seeds {seeds}. Normalised score (100 = reference expert, 0 = random) where the task has reference "
-        "scores, else the undiscounted return. \"best return\" is the best evaluation, shown only: no verdict uses it."
+        'scores, else the undiscounted return. "best return" is the best evaluation, shown only: no verdict uses it.'
     )
 
 

@@ -11,7 +11,8 @@ import platform
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import gymnasium as gym
 
@@ -260,7 +261,11 @@ def base_record(spec: RunSpec, torch_threads: int = 1) -> dict[str, Any]:
         "eval_seeds": [eval_seed(spec.seed), eval_seed(spec.seed) + spec.eval_episodes - 1],
         "config_hash": spec.config_hash(),
         "versions": versions(),
-        "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "torch_threads": torch_threads},
+        "machine": {
+            "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch_threads,
+        },
         **spec.meta,
     }
 

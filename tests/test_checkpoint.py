@@ -88,8 +88,14 @@ def test_resume_restores_vecnormalize_statistics(tmp_path, die_once_registered):
         "tasks": {"toy/reach-v0": {"budget": 384}},
         "algorithms": {
             "DieOncePPO": {
-                "default": {"n_steps": 64, "batch_size": 32, "normalize": True, "die_marker": str(tmp_path / "died"),
-                            "die_at_step": 200, "die_mode": "raise"}
+                "default": {
+                    "n_steps": 64,
+                    "batch_size": 32,
+                    "normalize": True,
+                    "die_marker": str(tmp_path / "died"),
+                    "die_at_step": 200,
+                    "die_mode": "raise",
+                }
             }
         },
     }
@@ -114,8 +120,14 @@ def test_offline_run_resumes_from_its_checkpoint(tmp_path, die_once_registered, 
         "eval_episodes": 2,
         "tasks": {"toy-medium": {"env": "toy/reach-v0", "generate": generate, "budget": 300}},
         "algorithms": {
-            "DieOnceBC": {"default": {"policy_kwargs": {"net_arch": [16]}, "die_marker": str(tmp_path / "died"),
-                                      "die_at_step": 150, "die_mode": "raise"}}
+            "DieOnceBC": {
+                "default": {
+                    "policy_kwargs": {"net_arch": [16]},
+                    "die_marker": str(tmp_path / "died"),
+                    "die_at_step": 150,
+                    "die_mode": "raise",
+                }
+            }
         },
     }
     path = tmp_path / "offline.yaml"

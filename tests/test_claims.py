@@ -228,7 +228,21 @@ def test_a_suite_with_a_malformed_claim_fails_to_load_naming_file_and_key(tmp_pa
 
 def test_missing_required_key_is_named():
     with pytest.raises(ClaimError, match=r"'claims\[0\].paper_budget' is missing"):
-        parse_claims([{"id": "a", "paper": "p", "claim": "c", "better": "NEW", "baseline": "OLD", "metric": "return", "tasks": ["task-a"]}], TASKS, ALGOS)
+        parse_claims(
+            [
+                {
+                    "id": "a",
+                    "paper": "p",
+                    "claim": "c",
+                    "better": "NEW",
+                    "baseline": "OLD",
+                    "metric": "return",
+                    "tasks": ["task-a"],
+                }
+            ],
+            TASKS,
+            ALGOS,
+        )
 
 
 def test_training_seeds_stay_apart_from_evaluation_seeds(tmp_path):

@@ -50,7 +50,9 @@ def test_ray_sweep_gives_the_same_tables_as_local(tmp_path, ray_cluster):
 
 
 def test_killed_worker_is_retried_and_resumes_from_checkpoint(tmp_path, ray_cluster, monkeypatch):
-    monkeypatch.setitem(algorithms.ALGORITHMS, "DieOnceSAC", algorithms.AlgoEntry("DieOnceSAC", "faulty:DieOnceSAC", "online", "SAC"))
+    monkeypatch.setitem(
+        algorithms.ALGORITHMS, "DieOnceSAC", algorithms.AlgoEntry("DieOnceSAC", "faulty:DieOnceSAC", "online", "SAC")
+    )
     suite = die_once_suite(tmp_path, "exit")
     out = tmp_path / "out"
     assert main(["--suite", suite, "--out", str(out), "--backend", "ray", "--checkpoint-every", "100"]) == 0
@@ -66,8 +68,23 @@ def test_restarted_driver_redoes_only_unfinished_runs(tmp_path, ray_cluster):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(path), "--out", str(out), "--backend", "ray",
-           "--address", ray_cluster, "--cpus-per-run", "2", "--checkpoint-every", "300"]  # one run at a time
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--suite",
+        str(path),
+        "--out",
+        str(out),
+        "--backend",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--cpus-per-run",
+        "2",
+        "--checkpoint-every",
+        "300",
+    ]  # one run at a time
     driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not list((out / "runs").glob("*.json")) and time.time() < deadline:

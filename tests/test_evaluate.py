@@ -23,8 +23,10 @@ def sweep(tmp_path_factory):
     return tmp / "out"
 
 
-@pytest.mark.parametrize("target", ["runs/SAC__toy-reach-v0__seed0.json", "models/SAC__toy-reach-v0__seed0",
-                                    "models/PPO__toy-reach-v0__seed0/model.zip"])
+@pytest.mark.parametrize(
+    "target",
+    ["runs/SAC__toy-reach-v0__seed0.json", "models/SAC__toy-reach-v0__seed0", "models/PPO__toy-reach-v0__seed0/model.zip"],
+)
 def test_evaluate_loads_a_run_from_its_json_folder_or_zip(sweep, capsys, target):
     assert evaluate_main([str(sweep / target), "--episodes", "3"]) == 0
     out = capsys.readouterr().out

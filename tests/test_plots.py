@@ -29,7 +29,7 @@ def figures(monkeypatch):
 
 def test_a_curve_of_one_evaluation_is_drawn(tmp_path, figures):
     write_curves(tmp_path, [record("FamO2O", 0, [1000]), record("FamO2O", 1, [1000])])
-    (_, ax), = figures
+    ((_, ax),) = figures
     drawn = [line for line in ax.get_lines() if len(line.get_xdata())]
     assert drawn and drawn[0].get_xdata()[0] == 1000 and drawn[0].get_ydata()[0] == pytest.approx(-39.5)
     assert ax.containers, "an error bar shows the spread over seeds"
@@ -39,7 +39,7 @@ def test_more_than_ten_algorithms_stay_distinguishable(tmp_path, figures):
     styles = {(plots.style(i)["color"], plots.style(i)["linestyle"]) for i in range(24)}
     assert len(styles) == 24
     write_curves(tmp_path, [record(f"A{i:02d}", 0, [0, 100, 200]) for i in range(12)])
-    (_, ax), = figures
+    ((_, ax),) = figures
     lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
     assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 12
     assert len(ax.get_legend().get_texts()) == 12
@@ -47,7 +47,7 @@ def test_more_than_ten_algorithms_stay_distinguishable(tmp_path, figures):
 
 def test_multi_objective_curves_say_hypervolume_and_figures_are_150_dpi(tmp_path, figures):
     paths = write_curves(tmp_path, [record("CMORL", 0, [0, 100], kind="mo", task="toy/mo-arc-v0")])
-    (_, ax), = figures
+    ((_, ax),) = figures
     assert "hypervolume" in ax.get_ylabel()
     image = matplotlib.image.imread(paths[0])
     assert image.shape[1] >= 800, "6 inches at 150 dpi"
@@ -57,5 +57,5 @@ def test_multi_objective_curves_say_hypervolume_and_figures_are_150_dpi(tmp_path
 
 def test_long_titles_wrap(tmp_path, figures):
     write_curves(tmp_path, [record("SAC", 0, [0, 100], task="toy/" + "a-very-long-task-name-" * 4)])
-    (_, ax), = figures
+    ((_, ax),) = figures
     assert "\n" in ax.get_title()

@@ -89,9 +89,7 @@ def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
 
     resumed = []
-    monkeypatch.setattr(
-        run_module, "run_one", lambda spec, *args: resumed.append(spec.run_id) or real_run_one(spec, *args)
-    )
+    monkeypatch.setattr(run_module, "run_one", lambda spec, *args: resumed.append(spec.run_id) or real_run_one(spec, *args))
     assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
     assert calls[0] not in resumed and len(resumed) == 3
     assert first.stat().st_mtime_ns == stamp
@@ -263,10 +261,17 @@ def test_default_output_is_runs_and_the_summary_compares_with_the_reference(tmp_
 
 
 def test_runs_keep_their_models(tmp_path):
-    suite = write_suite(tmp_path, {**TINY_SUITE, "seeds": [0], "algorithms": {
-        "SAC": TINY_SUITE["algorithms"]["SAC"],
-        "PPO": {"default": {**TINY_SUITE["algorithms"]["PPO"]["default"], "normalize": True}},
-    }})
+    suite = write_suite(
+        tmp_path,
+        {
+            **TINY_SUITE,
+            "seeds": [0],
+            "algorithms": {
+                "SAC": TINY_SUITE["algorithms"]["SAC"],
+                "PPO": {"default": {**TINY_SUITE["algorithms"]["PPO"]["default"], "normalize": True}},
+            },
+        },
+    )
     out = tmp_path / "out"
     assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
     for algo in ("SAC", "PPO"):

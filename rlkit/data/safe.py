@@ -99,7 +99,9 @@ def episode_costs(episodes: Sequence[EpisodeBuffer]) -> np.ndarray:
     return np.array([float(np.sum(episode.infos["cost"][1:])) if episode.infos else 0.0 for episode in episodes])
 
 
-def cost_card(costs: np.ndarray, levels: np.ndarray, penalties: Sequence[float], seeds: Sequence[int], cost_limit: float) -> dict[str, Any]:
+def cost_card(
+    costs: np.ndarray, levels: np.ndarray, penalties: Sequence[float], seeds: Sequence[int], cost_limit: float
+) -> dict[str, Any]:
     """What a safe dataset holds: the share of episodes on each side of ``cost_limit``, each cost level's
     episode costs, and a histogram of episode costs (10 bins from 0 to twice the limit or the largest cost).
 
@@ -234,7 +236,9 @@ def _generate_safe(
         for name in sorted(needed):
             act = sac_actor(agent.policy_at(medium if name == "medium" else expert))
             desc = f"{name} rollouts, cost penalty {penalty:g}"
-            episodes = collect(env, act, per_level, seed + {"medium": 40_000, "expert": 50_000}[name], desc, config.progress_bar)
+            episodes = collect(
+                env, act, per_level, seed + {"medium": 40_000, "expert": 50_000}[name], desc, config.progress_bar
+            )
             rollouts[name] += episodes
             origin[name] += [level] * len(episodes)
     cards = {}
