@@ -1,4 +1,4 @@
-"""C-MORL: vector rollout buffer, archive rules, the actor losses, the barrier extension, learning against the baseline, contract."""
+"""C-MORL: vector rollout buffer, archive rules, actor losses, barrier extension, learning against the baseline, contract."""
 
 import math
 

@@ -271,7 +271,9 @@ def test_bad_coefficient_range_rejected(reach_dataset):
         FamO2O("MlpPolicy", None, dataset=reach_dataset, beta_range=(5.0, 1.0), **SMALL)
 
 
-@pytest.mark.parametrize(("log_std", "rises"), [(-4.0, True), (0.0, False)], ids=["entropy-below-target", "entropy-above-target"])
+@pytest.mark.parametrize(
+    ("log_std", "rises"), [(-4.0, True), (0.0, False)], ids=["entropy-below-target", "entropy-above-target"]
+)
 def test_balance_temperature_rises_below_the_target_entropy_and_falls_above(reach_dataset, log_std: float, rises: bool):
     """The balance model's temperature descends alpha_b (H_b - H_target): it grows when the balance model's entropy
     is below the target (-0.5) and shrinks above it. A flipped sign of the temperature loss fails the test."""

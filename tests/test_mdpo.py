@@ -434,7 +434,9 @@ def test_mdpo_off_critic_step_regresses_q_on_the_v_target_and_v_on_min_q_minus_l
     with th.no_grad():
         for param in model.value_target.parameters():
             param.add_(0.3 * th.randn(param.shape, generator=th.Generator().manual_seed(9)))
-    critic, value, value_target, actor = (copy.deepcopy(m) for m in (model.critic, model.value_net, model.value_target, model.actor))
+    critic, value, value_target, actor = (
+        copy.deepcopy(m) for m in (model.critic, model.value_net, model.value_target, model.actor)
+    )
 
     th.manual_seed(10)
     model.train(gradient_steps=1, batch_size=n)
@@ -444,14 +446,18 @@ def test_mdpo_off_critic_step_regresses_q_on_the_v_target_and_v_on_min_q_minus_l
         actions_pi, log_pi = actor.action_log_prob(batch.observations)
         q_pi = th.minimum(*critic(batch.observations, actions_pi)).flatten()
         value_targets = q_pi - ent_coef * log_pi
-        q_targets = batch.rewards.flatten() + gamma * (1 - batch.dones.flatten()) * value_target(batch.next_observations).flatten()
+        q_targets = (
+            batch.rewards.flatten() + gamma * (1 - batch.dones.flatten()) * value_target(batch.next_observations).flatten()
+        )
     loss = sum(0.5 * ((q.flatten() - q_targets) ** 2).mean() for q in critic(batch.observations, batch.actions))
     loss = loss + 0.5 * ((value(batch.observations).flatten() - value_targets) ** 2).mean()
     loss.backward()
     for before, after in ((critic, model.critic), (value, model.value_net)):
         for (name, param), new in zip(before.named_parameters(), after.parameters(), strict=True):
             th.testing.assert_close(new.detach(), param.detach() - learning_rate * param.grad, atol=1e-6, rtol=1e-5, msg=name)
-    for old, new_v, new_target in zip(value_target.parameters(), model.value_net.parameters(), model.value_target.parameters(), strict=True):
+    for old, new_v, new_target in zip(
+        value_target.parameters(), model.value_net.parameters(), model.value_target.parameters(), strict=True
+    ):
         th.testing.assert_close(new_target, tau * new_v.detach() + (1 - tau) * old.detach(), atol=1e-6, rtol=1e-5)
     # the check can fail: V and V_target differ where the target is read
     with th.no_grad():

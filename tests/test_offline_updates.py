@@ -152,7 +152,9 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 def assert_same(actual: nn.Module, expected: nn.Module, name: str) -> None:
     for (key, param), other in zip(actual.named_parameters(), expected.parameters(), strict=True):
-        th.testing.assert_close(param.detach(), other.detach(), atol=2e-5, rtol=1e-4, msg=lambda m: f"{name}.{key}: {m}")
+        th.testing.assert_close(
+            param.detach(), other.detach(), atol=2e-5, rtol=1e-4, msg=lambda m, key=key: f"{name}.{key}: {m}"
+        )
 
 
 def mse(prediction: th.Tensor, target: th.Tensor) -> th.Tensor:
@@ -169,7 +171,9 @@ def max_q(critic: nn.Module, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
     return th.maximum(q1, q2)
 
 
-def smoothed_next_actions(actor_target: nn.Module, next_obs: th.Tensor, noise_std: float = 0.2, noise_clip: float = 0.5) -> th.Tensor:
+def smoothed_next_actions(
+    actor_target: nn.Module, next_obs: th.Tensor, noise_std: float = 0.2, noise_clip: float = 0.5
+) -> th.Tensor:
     """TD3's target policy smoothing, the noise drawn right after the batch indices as ``train`` draws it."""
     noise = th.empty(next_obs.shape[0], 2).normal_(0, noise_std).clamp(-noise_clip, noise_clip)
     return (actor_target(next_obs) + noise).clamp(-1, 1)
@@ -233,7 +237,12 @@ def test_td3bc_step_is_td3s_critic_and_the_lambda_normalised_bc_actor(dataset):
     soft_update(critic_target, critic, tau)
     soft_update(actor_target, actor, tau)
 
-    for name, expected in (("critic", critic), ("actor", actor), ("critic_target", critic_target), ("actor_target", actor_target)):
+    for name, expected in (
+        ("critic", critic),
+        ("actor", actor),
+        ("critic_target", critic_target),
+        ("actor_target", actor_target),
+    ):
         assert_same(getattr(model, name), expected, name)
 
 
@@ -274,7 +283,9 @@ def test_iql_step_is_expectile_value_td_critic_and_advantage_weighted_actor(data
     )  # fmt: skip
     _prepare(model, model.actor, model.critic, model.value)
     perturb(model.critic_target)
-    value, critic, critic_target, actor = (copy.deepcopy(m) for m in (model.value, model.critic, model.critic_target, model.actor))
+    value, critic, critic_target, actor = (
+        copy.deepcopy(m) for m in (model.value, model.critic, model.critic_target, model.actor)
+    )
     th.manual_seed(3)
     model.train(1, BATCH)
 
@@ -379,7 +390,14 @@ def test_td3bc_lag_step_cost_critic_lagrangian_actor_and_dual_ascent(dataset, co
     perturb(model.actor_target, model.critic_target, model.cost_critic_target)
     actor, actor_target, critic, critic_target, cost_critic, cost_critic_target = (
         copy.deepcopy(m)
-        for m in (model.actor, model.actor_target, model.critic, model.critic_target, model.cost_critic, model.cost_critic_target)
+        for m in (
+            model.actor,
+            model.actor_target,
+            model.critic,
+            model.critic_target,
+            model.cost_critic,
+            model.cost_critic_target,
+        )
     )
     th.manual_seed(5)
     model.train(1, BATCH)
@@ -467,7 +485,14 @@ def test_fisor_step_weighted_denoising_iql_critics_and_hj_feasibility(dataset):
         soft_update(nets["actor_target"], nets["actor"], ema)
 
     part = slice(0, 48)
-    obs, next_obs, actions, mask, h, rewards = batch.obs[part], batch.next_obs[part], actions[part], mask[part], h[part], batch.rewards[part]
+    obs, next_obs, actions, mask, h, rewards = (
+        batch.obs[part],
+        batch.next_obs[part],
+        actions[part],
+        mask[part],
+        h[part],
+        batch.rewards[part],
+    )
     with th.no_grad():
         target_q = min_q(nets["critic_target"], obs, actions)
     diff = target_q - nets["value"](obs)

@@ -178,7 +178,10 @@ def test_parl_reward_step_adds_the_clipped_hypergradient_correction_to_the_fit()
     assert model.reward_learned
     segments0, segments1, targets = model._ask_teacher("uniform")
     assert len(targets) > 1
-    saved = [copy.deepcopy(x) for x in (model.reward_model.state_dict(), model.reward_model.optimizer.state_dict(), model.preference_rng)]
+    saved = [
+        copy.deepcopy(x)
+        for x in (model.reward_model.state_dict(), model.reward_model.optimizer.state_dict(), model.preference_rng)
+    ]
     model._fit_reward(segments0, segments1, targets)
     corrected = _flat(model.reward_model)
 

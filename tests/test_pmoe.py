@@ -450,7 +450,11 @@ def test_temperature_loss_uses_the_log_prob_of_the_selected_expert():
     model.set_logger(configure(None, []))
     gen = th.Generator().manual_seed(11)
     batch = ReplayBufferSamples(
-        th.randn(n, 4, generator=gen), th.rand(n, 2, generator=gen) * 2 - 1, th.randn(n, 4, generator=gen), th.zeros(n, 1), th.randn(n, 1, generator=gen)
+        th.randn(n, 4, generator=gen),
+        th.rand(n, 2, generator=gen) * 2 - 1,
+        th.randn(n, 4, generator=gen),
+        th.zeros(n, 1),
+        th.randn(n, 1, generator=gen),
     )
     model.replay_buffer.sample = lambda *args, **kwargs: batch  # type: ignore[method-assign]
     actor = copy.deepcopy(model.actor)
@@ -462,9 +466,7 @@ def test_temperature_loss_uses_the_log_prob_of_the_selected_expert():
     th.manual_seed(12)
     with th.no_grad():
         expert_actions, expert_log_prob, _ = actor.expert_actions_log_prob(batch.observations)
-        q_values = [
-            th.minimum(*model.critic(batch.observations, expert_actions[:, k])).flatten() for k in range(2)
-        ]
+        q_values = [th.minimum(*model.critic(batch.observations, expert_actions[:, k])).flatten() for k in range(2)]
         best = th.stack(q_values, dim=1).argmax(dim=1)
     selected = expert_log_prob[th.arange(n), best]
     expected = log_ent_coef + learning_rate * (selected + model.target_entropy).mean().item()
