@@ -54,6 +54,9 @@ class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
     :param obs_norm_eps: added to the observation std
     :param reward_scale: rewards are ``reward_scale * r + reward_shift`` in training
     :param reward_shift: see ``reward_scale``
+    :param schedule_horizon: gradient steps over which learning-rate schedules anneal: the progress
+        remaining is ``1 - num_timesteps / schedule_horizon`` (floored at 0), whatever the ``learn`` calls'
+        budgets; ``None`` anneals over each ``learn`` call, as SB3 does
     :param policy_kwargs: keyword arguments of the policy
     :param tensorboard_log: tensorboard log folder (``None``: no logging)
     :param verbose: 0 no output, 1 info (logger dumps every ``log_interval`` steps), 2 debug
@@ -77,6 +80,7 @@ class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
         obs_norm_eps: float = 1e-3,
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
+        schedule_horizon: int | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -84,6 +88,8 @@ class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if schedule_horizon is not None and schedule_horizon <= 0:
+            raise ValueError(f"schedule_horizon must be a positive number of gradient steps (or None), got {schedule_horizon}")
         if isinstance(env, str):
             from rlkit.envs import make_env
 
@@ -108,6 +114,7 @@ class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
         self.obs_norm_eps = obs_norm_eps
         self.reward_scale = reward_scale
         self.reward_shift = reward_shift
+        self.schedule_horizon = schedule_horizon
         self.obs_mean: np.ndarray | None = None
         self.obs_std: np.ndarray | None = None
         self.ref_min_score: float | None = None
@@ -196,6 +203,29 @@ class OfflineAlgorithm(evaluation.EvaluateMixin, BaseAlgorithm):
             callback = CallbackList([callback, GradientStepProgressBar()])
         callback.init_callback(self)
         return callback
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        """SB3's progress over this ``learn`` call, or over ``schedule_horizon`` gradient steps when it is set."""
+        if self.schedule_horizon is None:
+            super()._update_current_progress_remaining(num_timesteps, total_timesteps)
+        else:
+            self._current_progress_remaining = max(0.0, 1.0 - num_timesteps / self.schedule_horizon)
+
+    def episode_horizon(self, dataset: OfflineDataset) -> float:
+        """The env's time limit (1000 for D4RL and DSRL locomotion), else the dataset's longest episode.
+
+        Reward scales and cost budgets that the papers state per episode use this length: the
+        longest episode of a dataset of short, failed episodes would shrink them.
+        """
+        if self.env is not None:
+            spec = self.env.get_attr("spec")[0]
+            # a TimeLimit's (MuJoCo, DMC, Meta-World), else the env's own (rlkit's toy tasks)
+            limit = getattr(spec, "max_episode_steps", None) or getattr(
+                self.env.get_attr("unwrapped")[0], "max_episode_steps", None
+            )
+            if limit:
+                return float(limit)
+        return float(dataset.episode_lengths.max())
 
     def learn(
         self: SelfOfflineAlgorithm,

@@ -102,9 +102,10 @@ class FISOR(OfflineAlgorithm):
     Acting samples ``n_candidates`` actions from the EMA actor and executes the one with
     the least ``Q_h`` (:class:`~rlkit.fisor.policies.FISORPolicy`). As in the official
     code, timeouts count as terminals in both Bellman targets, rewards are scaled by
-    ``max episode length / (max return - min return)`` of the dataset, and dataset
+    ``T / (max return - min return)`` of the dataset (``T`` the env's time limit, 1000 for DSRL's tasks), and dataset
     actions are clipped to ``+-(1 - 1e-5)``. The actor's learning rate decays with a
-    cosine over each ``learn`` call (the code decays over 3M actor steps). The
+    cosine over ``schedule_horizon`` gradient steps, 3M as the official code, whatever the budget
+    of each ``learn`` call. The
     denoiser is an MLP with LayerNorm and Mish (the code's is a residual MLP with
     dropout), small enough for a CPU.
 
@@ -124,7 +125,9 @@ class FISOR(OfflineAlgorithm):
     :param max_reward_weight: clip of the reward weight
     :param max_cost_weight: clip of the feasibility weight
     :param cost_scale: ``h`` of a step with positive cost (``-1`` otherwise)
-    :param cosine_actor_lr: anneal the actor's learning rate to 0 with a cosine over each ``learn`` call
+    :param cosine_actor_lr: anneal the actor's learning rate to 0 with a cosine over ``schedule_horizon``
+    :param schedule_horizon: gradient steps the schedules anneal over (the official code's 3M); ``None``: each
+        ``learn`` call
     :param normalize_obs: normalise observations with the dataset's mean and std (the code does not)
     :param normalize_reward: scale rewards by ``max episode length / (max return - min return)``
     :param policy_kwargs: keyword arguments of the policy (``n_candidates``, ``n_timesteps``, ``net_arch``...)
@@ -165,6 +168,7 @@ class FISOR(OfflineAlgorithm):
         max_cost_weight: float = 150.0,
         cost_scale: float = 25.0,
         cosine_actor_lr: bool = True,
+        schedule_horizon: int | None = 3_000_000,
         normalize_obs: bool = False,
         normalize_reward: bool = True,
         policy_kwargs: dict[str, Any] | None = None,
@@ -199,6 +203,7 @@ class FISOR(OfflineAlgorithm):
             batch_size=batch_size,
             gamma=gamma,
             normalize_obs=normalize_obs,
+            schedule_horizon=schedule_horizon,
             policy_kwargs=policy_kwargs,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
@@ -231,7 +236,7 @@ class FISOR(OfflineAlgorithm):
             return 1.0, 0.0
         returns = dataset.episode_returns
         spread = float(returns.max() - returns.min())
-        return (float(dataset.episode_lengths.max()) / spread if spread > 0 else 1.0), 0.0
+        return (self.episode_horizon(dataset) / spread if spread > 0 else 1.0), 0.0
 
     def _actor_learning_rate(self) -> float:
         learning_rate = self.lr_schedule(self._current_progress_remaining)

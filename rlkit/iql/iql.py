@@ -36,9 +36,9 @@ class IQL(OfflineAlgorithm):
 
     As in CORL's implementation the advantage and ``V(s')`` use the value network
     before its update. Defaults are the paper's locomotion settings (expectile 0.7,
-    beta 3, actor learning rate annealed to 0 with a cosine, rewards scaled by
-    ``1000 / (max return - min return)``; here the 1000 is the longest episode of
-    the dataset, which is 1000 on D4RL's locomotion).
+    beta 3, actor learning rate annealed to 0 with a cosine over the paper's 1M
+    gradient steps, whatever the budget of each ``learn`` call, rewards scaled by
+    ``1000 / (max return - min return)``; the 1000 is the env's time limit).
 
     :param policy: the policy model ("MlpPolicy")
     :param env: the environment, its id, or ``None`` (spaces from the dataset)
@@ -50,9 +50,11 @@ class IQL(OfflineAlgorithm):
     :param expectile: expectile ``tau`` of the value loss, in (0.5, 1)
     :param beta: inverse temperature of the advantage weights
     :param exp_adv_max: cap of the advantage weights
-    :param cosine_actor_lr: anneal the actor's learning rate to 0 with a cosine over each ``learn`` call
+    :param cosine_actor_lr: anneal the actor's learning rate to 0 with a cosine over ``schedule_horizon``
+    :param schedule_horizon: gradient steps the schedules anneal over (the paper's 1M); ``None``: each ``learn`` call
     :param normalize_obs: normalise observations with the dataset's mean and std
-    :param normalize_reward: scale rewards by ``max episode length / (max return - min return)`` of the dataset
+    :param normalize_reward: scale rewards by ``T / (max return - min return)`` of the dataset, ``T`` the env's
+        time limit (:meth:`episode_horizon`; 1000 for D4RL locomotion, as the official code)
     :param reward_scale: rewards are ``reward_scale * r + reward_shift`` (when ``normalize_reward`` is False)
     :param reward_shift: see ``reward_scale`` (antmaze uses -1)
     :param policy_kwargs: keyword arguments of the policy
@@ -83,6 +85,7 @@ class IQL(OfflineAlgorithm):
         beta: float = 3.0,
         exp_adv_max: float = 100.0,
         cosine_actor_lr: bool = True,
+        schedule_horizon: int | None = 1_000_000,
         normalize_obs: bool = True,
         normalize_reward: bool = True,
         reward_scale: float = 1.0,
@@ -111,6 +114,7 @@ class IQL(OfflineAlgorithm):
             gamma=gamma,
             normalize_obs=normalize_obs,
             reward_scale=reward_scale,
+            schedule_horizon=schedule_horizon,
             reward_shift=reward_shift,
             policy_kwargs=policy_kwargs,
             tensorboard_log=tensorboard_log,
@@ -132,7 +136,7 @@ class IQL(OfflineAlgorithm):
             return self.reward_scale, self.reward_shift
         returns = dataset.episode_returns
         spread = float(returns.max() - returns.min())
-        return (float(dataset.episode_lengths.max()) / spread if spread > 0 else 1.0), 0.0
+        return (self.episode_horizon(dataset) / spread if spread > 0 else 1.0), 0.0
 
     def _actor_learning_rate(self) -> float:
         learning_rate = self.lr_schedule(self._current_progress_remaining)

@@ -25,7 +25,7 @@ class TD3BCLag(TD3BC):
     ``lambda_q = alpha / mean|Q|``; the multiplier follows dual ascent
     ``mu <- max(0, mu + lagrangian_lr (E[Q_c(s, pi(s))] - q_limit))`` where
     ``q_limit = kappa (1 - gamma^T) / (T (1 - gamma))`` turns the episode budget ``kappa``
-    into a discounted per-state cost (OSRL's conversion, ``T`` the longest episode).
+    into a discounted per-state cost (OSRL's conversion, ``T`` the env's time limit, else the longest episode).
 
     :param policy: the policy model ("MlpPolicy")
     :param env: the environment, its id, or ``None`` (spaces from the dataset)
@@ -109,7 +109,7 @@ class TD3BCLag(TD3BC):
         if self.replay_buffer is not None:
             if self.replay_buffer.costs is None:
                 raise ValueError(f"{type(self).__name__} needs a dataset with per-step costs (OfflineDataset.costs)")
-            horizon = float(self.replay_buffer.dataset.episode_lengths.max())
+            horizon = self.episode_horizon(self.replay_buffer.dataset)
             self.q_limit = self.cost_limit * (1.0 - self.gamma**horizon) / (horizon * (1.0 - self.gamma))
         self.cost_critic = self.policy.make_critic(features_extractor=None).to(self.device)
         self.cost_critic_target = self.policy.make_critic(features_extractor=None).to(self.device)
