@@ -23,7 +23,9 @@ def toy_dataset(n_episodes: int = 60, detour_fraction: float = 1 / 3, noise: flo
     """Scripted behaviour on toy/hazard-v0: two thirds straight through the hazard, one third around it."""
     env = make_env("toy/hazard-v0")
     rng = np.random.default_rng(seed)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "costs")}
+    rows: dict[str, list] = {
+        k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "costs")
+    }
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed * 1000 + episode)
         detour, done = episode < n_episodes * detour_fraction, False
@@ -71,7 +73,12 @@ def test_hj_feasibility_update_matches_tabular_value_iteration():
     # tabular value iteration of V(s) = min_{a in supp} [(1 - gamma) h + gamma max(h, V(s'))]
     v = np.zeros(n)
     for _ in range(500):
-        v = np.array([min((1 - gamma) * (25.0 if s == 4 else -1.0) + gamma * max(25.0 if s == 4 else -1.0, v[x]) for x in support[s]) for s in range(n)])
+        v = np.array(
+            [
+                min((1 - gamma) * (25.0 if s == 4 else -1.0) + gamma * max(25.0 if s == 4 else -1.0, v[x]) for x in support[s])
+                for s in range(n)
+            ]
+        )
     learned = v_h.detach().numpy()
     np.testing.assert_array_equal(learned <= 0, v <= 0)
     np.testing.assert_array_equal(v <= 0, [True, True, True, False, False])
@@ -82,7 +89,9 @@ def test_weight_formula_three_cases():
     v_h = th.tensor([2.0, 2.0, -1.0, -1.0, -1.0])
     q_h = th.tensor([1.0, -5.0, -0.5, 3.0, 0.0])
     advantage = th.tensor([9.0, 9.0, 0.5, 9.0, 10.0])
-    w = fisor_weights(v_h, q_h, advantage, reward_temperature=3.0, cost_temperature=5.0, max_reward_weight=100.0, max_cost_weight=150.0)
+    w = fisor_weights(
+        v_h, q_h, advantage, reward_temperature=3.0, cost_temperature=5.0, max_reward_weight=100.0, max_cost_weight=150.0
+    )
     expected = [np.exp(5.0 * 1.0), 150.0, np.exp(3.0 * 0.5), 0.0, 100.0]
     np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
 
@@ -118,7 +127,9 @@ def test_bc_safe_clones_only_safe_trajectories(dataset):
     model = BCSafe("MlpPolicy", "toy/hazard-v0", dataset=dataset, cost_limit=TOY_COST_LIMIT, seed=0)
     starts = np.concatenate([[0], dataset.episode_ends[:-1]])
     n_safe = int((np.add.reduceat(dataset.costs, starts) <= TOY_COST_LIMIT).sum())
-    assert len(model.replay_buffer.dataset.episode_ends) == n_safe and model.replay_buffer.costs.sum() <= n_safe * TOY_COST_LIMIT
+    assert (
+        len(model.replay_buffer.dataset.episode_ends) == n_safe and model.replay_buffer.costs.sum() <= n_safe * TOY_COST_LIMIT
+    )
 
 
 CONTRACT = [
@@ -154,7 +165,9 @@ def test_non_box_action_space_is_rejected(algo, dataset):
 
 
 def test_fisor_needs_costs(dataset):
-    no_costs = OfflineDataset(dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals, dataset.timeouts)
+    no_costs = OfflineDataset(
+        dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals, dataset.timeouts
+    )
     with pytest.raises(ValueError, match="costs"):
         FISOR("MlpPolicy", "toy/hazard-v0", dataset=no_costs)
 
@@ -187,3 +200,44 @@ def test_bc_safe_keeps_an_episode_exactly_at_the_cost_limit():
     assert data.episode_lengths.tolist() == [length] * 3
     np.testing.assert_array_equal(kept.observations, data.observations[:20])
     assert kept.costs.sum() == 2.0
+
+
+def test_deterministic_acting_repeats_its_noise_unless_fresh_noise_is_asked(dataset):
+    """Default: a fixed function of the observation (SB3's contract); ``fresh_noise``: the official code's
+    new noise at every step from one generator seeded once (so two policies built alike act alike)."""
+    obs = dataset.observations[:4]
+    fixed = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **FISOR_KWARGS)
+    assert np.array_equal(fixed.predict(obs, deterministic=True)[0], fixed.predict(obs, deterministic=True)[0])
+    kwargs = {**FISOR_KWARGS, "policy_kwargs": {**FISOR_KWARGS["policy_kwargs"], "fresh_noise": True}}
+    fresh = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **kwargs)
+    twin = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **kwargs)
+    first, second = (fresh.predict(obs, deterministic=True)[0] for _ in range(2))
+    assert not np.array_equal(first, second)
+    assert np.array_equal(twin.predict(obs, deterministic=True)[0], first)
+    assert np.array_equal(twin.predict(obs, deterministic=True)[0], second)
+
+
+def test_the_official_residual_denoiser_trains_and_acts_without_dropout(dataset, tmp_path):
+    """The residual denoiser (blocks with dropout, as the official code's): the acting EMA copy never drops,
+    so deterministic acting repeats itself and survives save/load; a residual block is the identity when
+    its last layer is zero."""
+    policy_kwargs = {
+        **FISOR_KWARGS["policy_kwargs"],
+        "net_arch": {"pi": [32], "qf": [32]},
+        "residual_blocks": 2,
+        "dropout": 0.5,
+    }
+    model = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **{**FISOR_KWARGS, "policy_kwargs": policy_kwargs})
+    model.learn(20)
+    assert sum(isinstance(m, th.nn.Dropout) for m in model.policy.actor.modules()) == 2
+    assert not model.policy.actor_target.training
+    obs = dataset.observations[:5]
+    action = model.predict(obs, deterministic=True)[0]
+    assert np.array_equal(action, model.predict(obs, deterministic=True)[0])
+    model.save(tmp_path / "fisor")
+    assert np.array_equal(FISOR.load(tmp_path / "fisor", dataset=dataset).predict(obs, deterministic=True)[0], action)
+    block = model.policy.actor.net[1]
+    th.nn.init.zeros_(block.net[-1].weight)
+    th.nn.init.zeros_(block.net[-1].bias)
+    x = th.randn(3, 32)
+    assert th.equal(block.eval()(x), x)

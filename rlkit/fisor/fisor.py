@@ -106,8 +106,10 @@ class FISOR(OfflineAlgorithm):
     actions are clipped to ``+-(1 - 1e-5)``. The actor's learning rate decays with a
     cosine over ``schedule_horizon`` gradient steps, 3M as the official code, whatever the budget
     of each ``learn`` call. The
-    denoiser is an MLP with LayerNorm and Mish (the code's is a residual MLP with
-    dropout), small enough for a CPU.
+    denoiser is by default an MLP with LayerNorm and Mish, small enough for a CPU;
+    ``policy_kwargs=dict(net_arch=dict(pi=[1024], qf=[256, 256]), residual_blocks=3, dropout=0.1)``
+    gives the official code's residual denoiser. ``policy_kwargs=dict(fresh_noise=True)`` acts
+    as the official code does, with new sampler noise at every step.
 
     :param policy: the policy model ("MlpPolicy")
     :param env: the environment, its id, or ``None`` (spaces from the dataset)

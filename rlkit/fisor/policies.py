@@ -27,9 +27,12 @@ class FISORPolicy(BasePolicy):
 
     Acting (Sec. 4.4): ``n_candidates`` actions are sampled from the EMA actor and
     the one with the least ``max_j Q'_{h,j}(s, a)`` is executed. The sampler is
-    stochastic; with ``deterministic=True`` its noise comes from a generator
+    stochastic; with ``deterministic=True`` its noise comes by default from a generator
     seeded with ``sample_seed`` at every call, so the action is a fixed function
-    of the observation.
+    of the observation (what SB3's contract asks of a deterministic ``predict``: a
+    saved and reloaded model acts the same). The official code instead draws fresh
+    noise at every env step from a key seeded once: ``fresh_noise=True`` does that,
+    with one generator seeded with ``sample_seed`` when the policy is built or loaded.
 
     :param observation_space: observation space
     :param action_space: action space
@@ -43,6 +46,11 @@ class FISORPolicy(BasePolicy):
     :param time_embed_dim: Fourier features of the timestep
     :param n_candidates: actions sampled at each decision (``N``)
     :param sample_seed: seed of the sampler's noise when acting deterministically
+    :param residual_blocks: the denoiser's residual blocks (0: an MLP of ``net_arch["pi"]``); the official
+        denoiser is ``net_arch=dict(pi=[1024], ...)``, ``residual_blocks=3``, ``dropout=0.1``
+    :param dropout: dropout rate of the residual blocks (the EMA actor that acts never drops)
+    :param fresh_noise: with ``deterministic=True``, draw new noise at every call from one generator
+        (the official code's acting) instead of the same noise at every call
     :param features_extractor_class: features extractor of the critics
     :param features_extractor_kwargs: keyword arguments of the features extractor
     :param normalize_images: whether to divide image observations by 255
@@ -74,6 +82,9 @@ class FISORPolicy(BasePolicy):
         time_embed_dim: int = 64,
         n_candidates: int = 16,
         sample_seed: int = 0,
+        residual_blocks: int = 0,
+        dropout: float = 0.0,
+        fresh_noise: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -101,12 +112,18 @@ class FISORPolicy(BasePolicy):
         self.time_embed_dim = time_embed_dim
         self.n_candidates = n_candidates
         self.sample_seed = sample_seed
+        self.fresh_noise = fresh_noise
+        self.residual_blocks = residual_blocks
+        self.dropout = dropout
+        self._noise: th.Generator | None = None
         self.n_critics = n_critics
         actor_arch, critic_arch = get_actor_critic_arch(self.net_arch)
         obs_dim, action_dim = get_flattened_obs_dim(self.observation_space), get_action_dim(self.action_space)
         self.schedule = DiffusionSchedule(n_timesteps, beta_min, beta_max)
-        self.actor = Denoiser(obs_dim, action_dim, actor_arch, time_embed_dim, 2 * time_embed_dim)
-        self.actor_target = Denoiser(obs_dim, action_dim, actor_arch, time_embed_dim, 2 * time_embed_dim)
+        denoiser = (obs_dim, action_dim, actor_arch, time_embed_dim, 2 * time_embed_dim, residual_blocks, dropout)
+        self.actor = Denoiser(*denoiser)
+        self.actor_target = Denoiser(*denoiser)
+        self.actor_target.train(False)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.actor_target.requires_grad_(False)
         common = {
@@ -143,6 +160,9 @@ class FISORPolicy(BasePolicy):
                 time_embed_dim=self.time_embed_dim,
                 n_candidates=self.n_candidates,
                 sample_seed=self.sample_seed,
+                fresh_noise=self.fresh_noise,
+                residual_blocks=self.residual_blocks,
+                dropout=self.dropout,
                 n_critics=self.n_critics,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,
@@ -181,7 +201,11 @@ class FISORPolicy(BasePolicy):
         batch = obs.shape[0]
         repeated = obs.repeat_interleave(self.n_candidates, dim=0)
         generator = None
-        if deterministic:
+        if deterministic and self.fresh_noise:
+            if self._noise is None or self._noise.device != obs.device:
+                self._noise = th.Generator(device=obs.device).manual_seed(self.sample_seed)
+            generator = self._noise
+        elif deterministic:
             generator = th.Generator(device=obs.device).manual_seed(self.sample_seed)
         candidates = ddpm_sample(self.actor_target, self.schedule, repeated, generator=generator)
         q_h = self.feasibility_q(repeated, candidates).view(batch, self.n_candidates)
