@@ -22,10 +22,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from benchmarks.store import write_atomic  # noqa: E402
+from benchmarks.store import write_atomic
 
 Curve = list[dict[str, float]]
 

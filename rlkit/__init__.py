@@ -18,4 +18,25 @@ from rlkit.td3bc import TD3BC
 
 __version__ = "0.1.0"
 
-__all__ = ["A2PR", "BC", "CMORL", "FISOR", "FamO2O", "IQLO2O", "IQL", "IQLBT", "MDPO", "OPPO", "PARL", "PEARL", "PEBBLE", "PMOEPPO", "PMOESAC", "TD3BC", "MDPOOff", "__version__", "load_dataset", "make_env"]
+__all__ = [
+    "A2PR",
+    "BC",
+    "CMORL",
+    "FISOR",
+    "IQL",
+    "IQLBT",
+    "IQLO2O",
+    "MDPO",
+    "OPPO",
+    "PARL",
+    "PEARL",
+    "PEBBLE",
+    "PMOEPPO",
+    "PMOESAC",
+    "TD3BC",
+    "FamO2O",
+    "MDPOOff",
+    "__version__",
+    "load_dataset",
+    "make_env",
+]

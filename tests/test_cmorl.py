@@ -1,5 +1,6 @@
 """C-MORL: vector rollout buffer, archive rules, actor losses, barrier extension, learning against the baseline, contract."""
 
+import itertools
 import math
 
 import numpy as np
@@ -46,7 +47,14 @@ def test_vector_buffer_gives_sb3_gae_per_objective():
     for j in range(k):
         scalar = RolloutBuffer(n_steps, obs_space, act_space, "cpu", gae_lambda=0.9, gamma=0.95, n_envs=n_envs)
         for t in range(n_steps):
-            scalar.add(np.zeros((n_envs, 3)), np.zeros((n_envs, 2)), rewards[t, :, j], starts[t], th.tensor(values[t, :, j]), th.zeros(n_envs))
+            scalar.add(
+                np.zeros((n_envs, 3)),
+                np.zeros((n_envs, 2)),
+                rewards[t, :, j],
+                starts[t],
+                th.tensor(values[t, :, j]),
+                th.zeros(n_envs),
+            )
         scalar.compute_returns_and_advantage(th.tensor(last[:, j]), dones)
         np.testing.assert_allclose(vector.advantages[..., j], scalar.advantages, rtol=1e-5)
         np.testing.assert_allclose(vector.returns[..., j], scalar.returns, rtol=1e-5)
@@ -253,7 +261,7 @@ def test_cmorl_front_beats_the_baseline_at_equal_budget(trained):
 def test_archive_hypervolume_never_decreases_below_the_size_bound(trained):
     cmorl, _ = trained
     hvs = [h["hypervolume"] for h in cmorl.history]
-    assert len(hvs) >= 2 and all(b >= a - 1e-9 for a, b in zip(hvs, hvs[1:]))
+    assert len(hvs) >= 2 and all(b >= a - 1e-9 for a, b in itertools.pairwise(hvs))
 
 
 def test_predict_uses_the_member_best_for_the_preference(trained):

@@ -130,7 +130,16 @@ def test_return_estimate_follows_the_policy_between_evaluations(seed: int):
 
 
 def test_unconstrained_extension_drops_the_barrier():
-    model = MOPPO("MlpPolicy", make_env("toy/mo-arc-v0"), actor_loss="objective", objective=1, normalize=False, n_steps=64, batch_size=64, seed=0)
+    model = MOPPO(
+        "MlpPolicy",
+        make_env("toy/mo-arc-v0"),
+        actor_loss="objective",
+        objective=1,
+        normalize=False,
+        n_steps=64,
+        batch_size=64,
+        seed=0,
+    )
     model.learn(64)
     losses = model._minibatch_losses(next(model.rollout_buffer.get(64)), clip=0.2, clip_vf=None)
     assert losses["barrier"].item() == 0.0
@@ -146,7 +155,9 @@ def test_unconstrained_extension_drops_the_barrier():
     try:
         for constrained, expected in ((True, "barrier"), (False, "objective")):
             built.clear()
-            CMORL("MlpPolicy", "toy/mo-arc-v0", constrained=constrained, n_select=1, update_iter=1, seed=0, **settings).learn(192)
+            CMORL("MlpPolicy", "toy/mo-arc-v0", constrained=constrained, n_select=1, update_iter=1, seed=0, **settings).learn(
+                192
+            )
             assert built[:2] == ["scalarized", "scalarized"] and set(built[2:]) == {expected}, built
     finally:
         CMORL._new_model = original
@@ -174,8 +185,16 @@ def test_step_accounting_gives_the_released_codes_updates(monkeypatch, accountin
 
     monkeypatch.setattr(CMORL, "_train", fake_train)
     model = CMORL(
-        "MlpPolicy", "toy/mo-arc-v0", weight_step=0.2, n_envs=8, n_steps=512, n_select=5, update_iter=20,
-        ref_point=[-1.0, -2.0], step_accounting=accounting, seed=0,
+        "MlpPolicy",
+        "toy/mo-arc-v0",
+        weight_step=0.2,
+        n_envs=8,
+        n_steps=512,
+        n_select=5,
+        update_iter=20,
+        ref_point=[-1.0, -2.0],
+        step_accounting=accounting,
+        seed=0,
     )
     model.learn(1_500_000)
     init = [n for loss, n, _ in calls if loss == "scalarized"]
@@ -216,12 +235,26 @@ def test_final_front_seeds_are_disjoint_from_training_and_selection(monkeypatch)
 
     monkeypatch.setattr(mo, "evaluate_returns", evaluate)
     hyperparams = {
-        "weight_step": 1.0, "n_steps": 32, "batch_size": 32, "n_epochs": 1, "eval_episodes": 2, "eval_interval": 1,
-        "n_select": 1, "update_iter": 1, "n_envs": 2,
+        "weight_step": 1.0,
+        "n_steps": 32,
+        "batch_size": 32,
+        "n_epochs": 1,
+        "eval_episodes": 2,
+        "eval_interval": 1,
+        "n_select": 1,
+        "update_iter": 1,
+        "n_envs": 2,
     }
     spec = RunSpec(
-        entry=algorithms.get("CMORL"), task="toy/mo-arc-v0", env="toy/mo-arc-v0", seed=3, budget=384, eval_freq=0,
-        eval_episodes=2, hyperparams=hyperparams, options={"ref_point": [-1.0, -1.0], "nadir": [0.0, 0.0]},
+        entry=algorithms.get("CMORL"),
+        task="toy/mo-arc-v0",
+        env="toy/mo-arc-v0",
+        seed=3,
+        budget=384,
+        eval_freq=0,
+        eval_episodes=2,
+        hyperparams=hyperparams,
+        options={"ref_point": [-1.0, -1.0], "nadir": [0.0, 0.0]},
     )
     outcome = mo.train(spec)
     assert final_calls, "the final front was not evaluated"
@@ -238,7 +271,13 @@ def test_concave_front_is_reached_by_linear_scalarisation_only_at_its_ends():
     env = make_env("toy/mo-concave-v0")
     front = env.unwrapped.pareto_front(201)
     # a constant action's undiscounted return is on the segment to the front: H * rho * q(s)
-    for action, s, rho in (([-1.0, 1.0], 0.0, 1.0), ([1.0, 1.0], 1.0, 1.0), ([0.0, 1.0], 0.5, 1.0), ([0.0, 0.0], 0.5, 0.5), ([-0.4, 0.6], 0.3, 0.8)):
+    for action, s, rho in (
+        ([-1.0, 1.0], 0.0, 1.0),
+        ([1.0, 1.0], 1.0, 1.0),
+        ([0.0, 1.0], 0.5, 1.0),
+        ([0.0, 0.0], 0.5, 0.5),
+        ([-0.4, 0.6], 0.3, 0.8),
+    ):
         env.reset(seed=0)
         total, done = np.zeros(2), False
         while not done:
@@ -260,11 +299,25 @@ def test_concave_front_is_reached_by_linear_scalarisation_only_at_its_ends():
 def _record(algo: str, seed: int, front: list[list[float]], new: bool) -> dict:
     front_array = np.array(front)
     final = {
-        "step": 100, "return_mean": hypervolume(front_array, [-1, -1]), "hypervolume": hypervolume(front_array, [-1, -1]),
-        "expected_utility": expected_utility(front_array, step=0.5), "sparsity": 0.0, "front_size": len(front),
+        "step": 100,
+        "return_mean": hypervolume(front_array, [-1, -1]),
+        "hypervolume": hypervolume(front_array, [-1, -1]),
+        "expected_utility": expected_utility(front_array, step=0.5),
+        "sparsity": 0.0,
+        "front_size": len(front),
     }
-    record = {"kind": "mo", "status": "ok", "task": "toy/mo-arc-v0", "algo": algo, "seed": seed, "front": front, "final": final,
-              "eval_episodes": 2, "options": {"ref_point": [-1.0, -1.0], "eval_gamma": 0.99}, "hyperparams": {}}
+    record = {
+        "kind": "mo",
+        "status": "ok",
+        "task": "toy/mo-arc-v0",
+        "algo": algo,
+        "seed": seed,
+        "front": front,
+        "final": final,
+        "eval_episodes": 2,
+        "options": {"ref_point": [-1.0, -1.0], "eval_gamma": 0.99},
+        "hyperparams": {},
+    }
     if new:
         record.update(final_episodes=5, step_accounting="per_process")
         final["hypervolume_nadir"] = float("nan")

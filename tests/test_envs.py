@@ -26,7 +26,7 @@ def test_family_constructs_resets_and_steps(env_id):
     assert obs.shape == obs_shape and obs.dtype == env.observation_space.dtype
     env.action_space.seed(0)
     action = env.action_space.sample()
-    obs2, reward, terminated, truncated, info = env.step(action)
+    obs2, reward, terminated, truncated, _ = env.step(action)
     assert obs2.shape == obs_shape
     assert np.shape(reward) == reward_shape
     assert isinstance(terminated, bool) and isinstance(truncated, bool)

@@ -32,7 +32,7 @@ def toy_dataset(n_episodes: int = 60, detour_fraction: float = 1 / 3, noise: flo
         while not done:
             action = np.clip(env.unwrapped.behaviour_action(detour) + noise * rng.standard_normal(2), -1, 1).astype(np.float32)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, info["cost"])):
+            for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated, info["cost"]), strict=True):
                 rows[key].append(value)
             obs, done = next_obs, terminated or truncated
     return OfflineDataset.from_dict({k: np.asarray(v) for k, v in rows.items()}, env_id="toy/hazard-v0")

@@ -148,7 +148,7 @@ def test_phases_feedback_budget_and_relabelling(algo):
     size = model.replay_buffer.pos
     expected = model.learned_reward(model.replay_buffer.observations[:size, 0], model.replay_buffer.actions[:size, 0])
     np.testing.assert_allclose(model.replay_buffer.rewards[:size, 0], expected, rtol=1e-5, atol=1e-6)
-    assert all(not th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
+    assert all(not th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters(), strict=True))
 
 
 def test_intrinsic_reward_is_the_knn_distance_over_its_std():

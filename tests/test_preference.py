@@ -163,7 +163,7 @@ def test_reward_ensemble_ranks_held_out_pairs():
 def test_disagreement_and_entropy_selection():
     model = RewardEnsemble(2, 1, n_members=3, net_arch=[])
     with th.no_grad():
-        for member, weight in zip(model.members, (1.0, -1.0, 0.0)):
+        for member, weight in zip(model.members, (1.0, -1.0, 0.0), strict=True):
             linear = member[0]
             linear.weight.zero_()
             linear.bias.zero_()

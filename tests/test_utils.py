@@ -30,11 +30,11 @@ def test_fused_adam_follows_the_same_update_rule():
     optimizers = [th.optim.Adam(reference.parameters(), lr=1e-2), th.optim.Adam(fused.parameters(), lr=1e-2, fused=True)]
     for _ in range(50):
         x = th.randn(64, 5)
-        for net, optimizer in zip((reference, fused), optimizers):
+        for net, optimizer in zip((reference, fused), optimizers, strict=True):
             optimizer.zero_grad()
             net(x).pow(2).mean().backward()
             optimizer.step()
-    for a, b in zip(reference.parameters(), fused.parameters()):
+    for a, b in zip(reference.parameters(), fused.parameters(), strict=True):
         assert th.allclose(a, b, atol=1e-5)
     assert (reference[0].weight - start).abs().max() > 0.1  # they moved
 

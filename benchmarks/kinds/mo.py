@@ -39,15 +39,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from benchmarks.store import write_atomic  # noqa: E402
-from benchmarks.suite import RunSpec  # noqa: E402
-from benchmarks.worker import split_runner_keys  # noqa: E402
-from rlkit.cmorl import evaluate_returns  # noqa: E402
-from rlkit.common.mo_metrics import expected_utility, hypervolume, pareto_mask, sparsity  # noqa: E402
-from rlkit.envs import make_env  # noqa: E402
+from benchmarks.store import write_atomic
+from benchmarks.suite import RunSpec
+from benchmarks.worker import split_runner_keys
+from rlkit.cmorl import evaluate_returns
+from rlkit.common.mo_metrics import expected_utility, hypervolume, pareto_mask, sparsity
+from rlkit.envs import make_env
 
 NEEDS_DATA = False
 REQUIRED_TASK_KEYS = ("ref_point",)
@@ -73,11 +73,16 @@ def final_episodes(eval_episodes: int) -> int:
     """Episodes per point of the final front: the suite's ``eval_episodes``, at least :data:`MIN_FINAL_EPISODES`."""
     n = max(int(eval_episodes), MIN_FINAL_EPISODES)
     if n > FINAL_SEED_STRIDE:
-        raise ValueError(f"eval_episodes must be at most {FINAL_SEED_STRIDE} for a mo run (its final seeds would reach the next run's), got {n}")
+        raise ValueError(
+            f"eval_episodes must be at most {FINAL_SEED_STRIDE} for a mo run (its final seeds would reach the next "
+            f"run's), got {n}"
+        )
     return n
 
 
-def front_metrics(points: np.ndarray, ref_point: list[float] | None, eu_step: float, nadir: list[float] | None = None) -> dict[str, Any]:
+def front_metrics(
+    points: np.ndarray, ref_point: list[float] | None, eu_step: float, nadir: list[float] | None = None
+) -> dict[str, Any]:
     """HV (at ``ref_point`` and at ``nadir``), EU and SP of the non-dominated subset of ``points``, and that front."""
     front = points[pareto_mask(points)] if len(points) else points
     return {
@@ -113,7 +118,9 @@ def train(spec: RunSpec) -> dict[str, Any]:
     kwargs.setdefault("eval_gamma", eval_gamma)
     kwargs.setdefault("ref_point", ref_point)
     n_final = final_episodes(spec.eval_episodes)
-    model = spec.entry.load()(runner.get("policy", "MlpPolicy"), make_env(spec.env, **env_kwargs), seed=spec.seed, device=spec.device, **kwargs)
+    model = spec.entry.load()(
+        runner.get("policy", "MlpPolicy"), make_env(spec.env, **env_kwargs), seed=spec.seed, device=spec.device, **kwargs
+    )
     started = time.perf_counter()
     archive = model.learn(spec.budget)
     train_time = time.perf_counter() - started
@@ -163,7 +170,9 @@ def train(spec: RunSpec) -> dict[str, Any]:
     }
     if spec.checkpoint_dir:
         out_dir = Path(spec.checkpoint_dir).parent.parent
-        write_front_plot(out_dir, spec.task, [*_finished_records(out_dir, spec), {"algo": spec.algo, "seed": spec.seed, **outcome}])
+        write_front_plot(
+            out_dir, spec.task, [*_finished_records(out_dir, spec), {"algo": spec.algo, "seed": spec.seed, **outcome}]
+        )
     return outcome
 
 
@@ -196,8 +205,14 @@ def write_front_plot(out_dir: Path, task: str, records: list[dict[str, Any]]) ->
         front = front[np.argsort(front[:, 0])]
         k = seeds.index(record["seed"])
         ax.plot(
-            front[:, 0], front[:, 1], marker="osD^v"[k % 5], markersize=4, linewidth=0.9, alpha=0.85,
-            linestyle=LINE_STYLES[k % len(LINE_STYLES)], color=plt.get_cmap("tab10")(algos.index(record["algo"]) % 10),
+            front[:, 0],
+            front[:, 1],
+            marker="osD^v"[k % 5],
+            markersize=4,
+            linewidth=0.9,
+            alpha=0.85,
+            linestyle=LINE_STYLES[k % len(LINE_STYLES)],
+            color=plt.get_cmap("tab10")(algos.index(record["algo"]) % 10),
             label=f"{record['algo']}, seed {record['seed']}",
         )
     ax.set_title(f"{task}: Pareto front of each run", fontsize=9)
@@ -251,7 +266,8 @@ def table(records: list[dict[str, Any]]) -> list[str]:
         "task's `eval_gamma` (γ below; 1 is undiscounted), so every HV, EU and SP is on that scale. HV@ref: "
         "hypervolume above the task's `ref_point` (the `return` column above shows it); HV@nadir: hypervolume "
         "above the nadir of the task's Pareto front — the task's `nadir` (the closed-form front's for toy tasks) or, "
-        "marked *data*, the component-wise minimum over all points of all runs' final fronts below; higher is better for both. EU: expected utility over a weight grid of step `eu_step` (higher "
+        "marked *data*, the component-wise minimum over all points of all runs' final fronts below; higher is better "
+        "for both. EU: expected utility over a weight grid of step `eu_step` (higher "
         "is better); SP: sparsity (lower is better, 0 for a single point). Steps: `total` counts the env steps of all "
         "envs, `per_process` those of one env process (the released C-MORL code's unit). Fronts are plotted in "
         "`fronts/`.",
@@ -262,8 +278,13 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     for (task, algo), runs in sorted(groups.items()):
         options = runs[0].get("options") or {}
         nadir, is_declared = nadirs[task]
-        hv_nadir = [hypervolume(np.asarray(r.get("front") or [], dtype=np.float64), nadir) if nadir is not None else float("nan") for r in runs]
-        accounting = sorted({r.get("step_accounting") or (r.get("hyperparams") or {}).get("step_accounting", "total") for r in runs})
+        hv_nadir = [
+            hypervolume(np.asarray(r.get("front") or [], dtype=np.float64), nadir) if nadir is not None else float("nan")
+            for r in runs
+        ]
+        accounting = sorted(
+            {r.get("step_accounting") or (r.get("hyperparams") or {}).get("step_accounting", "total") for r in runs}
+        )
         finals = [r["final"] for r in runs]
         lines.append(
             f"| {task} | {options.get('eval_gamma', 1.0):g} | {_fmt_point(options.get('ref_point'))} | "

@@ -186,9 +186,13 @@ class A2PR(TD3BC):
 
             # 1. TD3 critic update
             with th.no_grad():
-                noise = actions.clone().normal_(0, self.target_policy_noise).clamp(-self.target_noise_clip, self.target_noise_clip)
+                noise = (
+                    actions.clone().normal_(0, self.target_policy_noise).clamp(-self.target_noise_clip, self.target_noise_clip)
+                )
                 next_actions = (self.actor_target(data.next_observations) + noise).clamp(-1, 1)
-                next_q = th.min(th.cat(self.critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True)[0]
+                next_q = th.min(th.cat(self.critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True)[
+                    0
+                ]
                 target_q = data.rewards + not_done * self.gamma * next_q
             critic_loss = sum(F.mse_loss(q, target_q) for q in self.critic(obs, actions))
             assert isinstance(critic_loss, th.Tensor)
@@ -199,9 +203,7 @@ class A2PR(TD3BC):
             # 2. V(s) towards min(r + gamma min_i Q_i(s', a~'), y), with the updated critics.
             # One batched call of the updated critics gives Q(s', a~') and Q_1(s, a).
             with th.no_grad():
-                q_all = th.cat(
-                    self.critic(th.cat([data.next_observations, obs]), th.cat([next_actions, actions])), dim=1
-                )
+                q_all = th.cat(self.critic(th.cat([data.next_observations, obs]), th.cat([next_actions, actions])), dim=1)
                 next_q_new = th.min(q_all[: len(obs)], dim=1, keepdim=True)[0]
                 q_data = q_all[len(obs) :, :1]
                 value_target = th.min(data.rewards + not_done * self.gamma * next_q_new, target_q)

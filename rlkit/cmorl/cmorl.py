@@ -90,7 +90,7 @@ class ParetoArchive:
             self.members = []
             return
         returns = np.array([m.returns for m in pool])
-        pool = [m for m, keep in zip(pool, pareto_mask(returns)) if keep]
+        pool = [m for m, keep in zip(pool, pareto_mask(returns), strict=True) if keep]
         if len(pool) > self.max_size:
             order = np.argsort(-crowding_distance(np.array([m.returns for m in pool])), kind="stable")
             pool = [pool[i] for i in sorted(order[: self.max_size])]
@@ -417,7 +417,12 @@ class CMORL:
         done = 0
         while done < n_updates:
             chunk = min(interval, n_updates - done)
-            model.learn(chunk * self.ppo_kwargs["n_steps"] * self.n_envs, callback=callback, reset_num_timesteps=False, progress_bar=progress_bar)
+            model.learn(
+                chunk * self.ppo_kwargs["n_steps"] * self.n_envs,
+                callback=callback,
+                reset_num_timesteps=False,
+                progress_bar=progress_bar,
+            )
             self.num_timesteps += chunk * self._steps_per_update()
             self.env_steps += chunk * self.ppo_kwargs["n_steps"] * self.n_envs
             done += chunk

@@ -386,7 +386,9 @@ class MOPPO(PPO):
         steps = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         return float(min(1.0 / (1.0 - self.gamma), steps / max(1, self.rollout_buffer.episode_ends)))
 
-    def _barrier_loss(self, rollout_data: RolloutBufferSamples, ratio: th.Tensor, raw_advantages: th.Tensor, clip: float) -> th.Tensor:
+    def _barrier_loss(
+        self, rollout_data: RolloutBufferSamples, ratio: th.Tensor, raw_advantages: th.Tensor, clip: float
+    ) -> th.Tensor:
         """The barrier term of the extension loss (paper form, or the released code's with ``legacy_ipo``)."""
         t = self.barrier_t
         if self.legacy_ipo:
@@ -426,7 +428,9 @@ class MOPPO(PPO):
             change = self._effective_horizon() * self._surrogate(th.cat(ratios), th.cat(advantages), clip)
         self.current_return = np.asarray(self.current_return, dtype=np.float64) + change.cpu().numpy().astype(np.float64)
 
-    def _minibatch_losses(self, rollout_data: RolloutBufferSamples, clip: float, clip_vf: float | None) -> dict[str, th.Tensor]:
+    def _minibatch_losses(
+        self, rollout_data: RolloutBufferSamples, clip: float, clip_vf: float | None
+    ) -> dict[str, th.Tensor]:
         """Actor, value and entropy losses of one minibatch, and detached statistics (see the class docstring)."""
         values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, rollout_data.actions)
         log_ratio = log_prob - rollout_data.old_log_prob
@@ -463,7 +467,9 @@ class MOPPO(PPO):
         for _ in range(self.n_epochs):
             for rollout_data in self.rollout_buffer.get(self.batch_size):
                 losses = self._minibatch_losses(rollout_data, clip, clip_vf)
-                loss = losses["policy"] + losses["barrier"] + self.ent_coef * losses["entropy"] + self.vf_coef * losses["value"]
+                loss = (
+                    losses["policy"] + losses["barrier"] + self.ent_coef * losses["entropy"] + self.vf_coef * losses["value"]
+                )
                 for key, value in {**losses, "loss": loss}.items():
                     history.setdefault(key, []).append(value.detach())
                 self.policy.optimizer.zero_grad()

@@ -362,7 +362,7 @@ class RewardEnsemble(nn.Module):
         obs0, act0, obs1, act1, targets = (th.as_tensor(x, device=device) for x in data.arrays())
         n = len(targets)
         loss_mean, accuracy, epoch = float("nan"), 0.0, 0
-        for epoch in range(1, n_epochs + 1):
+        for epoch in range(1, n_epochs + 1):  # noqa: B007 (the epochs run are returned)
             perms = th.as_tensor(np.stack([rng.permutation(n) for _ in self.members]), device=device)
             loss_sum, correct, decided = 0.0, 0.0, 0.0
             for start in range(0, n, batch_size):

@@ -319,7 +319,7 @@ def local_dataset_id(env_id: str, kind: str, namespace: str = "rlkit") -> str:
     return f"{namespace}/{env_id.lower().replace('/', '-')}/{kind}-v0"
 
 
-def load_dataset(
+def load_dataset(  # noqa: C901 (one dispatch over the kinds of input, each a few lines)
     id_or_path: str | os.PathLike | OfflineDataset | minari.MinariDataset, download: bool = True
 ) -> OfflineDataset:
     """Load an offline dataset as flat float32 transitions.

@@ -294,7 +294,7 @@ def teacher_value(model: BaseAlgorithm, obs: np.ndarray) -> float:
     )
 
 
-def collect_snapshots(
+def collect_snapshots(  # noqa: C901 (one rollout loop: teacher, value estimate and snapshot rules read best together)
     teacher: Teacher | str | Path,
     env: gym.Env | str,
     n_episodes: int = 10,

@@ -125,7 +125,8 @@ class OPPO(OfflineAlgorithm):
     labelled on the fly from its 200-step future return (``foresee``), as in the official code:
     an unlimited label budget. With ``n_labels=N_q`` a fixed pool of N_q labelled pairs
     (:func:`~rlkit.common.preference.load_or_create_pool`, segments of K steps; each step draws
-    ``batch_size`` of its strict pairs) gives the triplet term, and the HIM term uses 2 x ``batch_size`` fresh windows of the whole dataset.
+    ``batch_size`` of its strict pairs) gives the triplet term, and the HIM term uses 2 x ``batch_size`` fresh
+    windows of the whole dataset.
     rlkit's labels are P(second preferred); :func:`triplet_roles` turns them into OPPO's
     roles.
 

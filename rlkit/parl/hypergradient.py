@@ -1,4 +1,6 @@
-"""Implicit-differentiation hypergradient of a bilevel problem max_nu G(nu, theta*(nu)), theta*(nu) = argmax_theta V(nu, theta).
+"""Implicit-differentiation hypergradient of a bilevel problem.
+
+The problem is max_nu G(nu, theta*(nu)), theta*(nu) = argmax_theta V(nu, theta).
 
 At a maximiser theta* of V(nu, .), the implicit function theorem gives
 d theta*/d nu = -[grad^2_theta V]^-1 grad^2_theta,nu V, hence
@@ -30,12 +32,12 @@ class Hypergradient(NamedTuple):
 
 
 def _dot(xs: Sequence[th.Tensor], ys: Sequence[th.Tensor]) -> th.Tensor:
-    return sum((x * y).sum() for x, y in zip(xs, ys))  # type: ignore[return-value]
+    return sum((x * y).sum() for x, y in zip(xs, ys, strict=True))  # type: ignore[return-value]
 
 
 def _grads(output: th.Tensor, params: Sequence[th.Tensor], create_graph: bool = False) -> list[th.Tensor]:
     grads = th.autograd.grad(output, params, retain_graph=True, create_graph=create_graph, allow_unused=True)
-    return [th.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return [th.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 def conjugate_gradient(
@@ -62,10 +64,10 @@ def conjugate_gradient(
         if curvature <= 0:  # A is not positive definite along p: keep the solution so far
             break
         alpha = rr / curvature
-        x = [xi + alpha * pi for xi, pi in zip(x, p)]
-        r = [ri - alpha * api for ri, api in zip(r, ap)]
+        x = [xi + alpha * pi for xi, pi in zip(x, p, strict=True)]
+        r = [ri - alpha * api for ri, api in zip(r, ap, strict=True)]
         rr_new = _dot(r, r)
-        p = [ri + (rr_new / rr) * pi for ri, pi in zip(r, p)]
+        p = [ri + (rr_new / rr) * pi for ri, pi in zip(r, p, strict=True)]
         rr = rr_new
     return x
 
@@ -96,12 +98,12 @@ def hypergradient(
 
     def damped_neg_hessian(vector: list[th.Tensor]) -> list[th.Tensor]:
         hvp = _grads(_dot(curvature_grad, vector), theta)
-        return [damping * v - h.detach() for v, h in zip(vector, hvp)]
+        return [damping * v - h.detach() for v, h in zip(vector, hvp, strict=True)]
 
     v = conjugate_gradient(damped_neg_hessian, upper_theta, cg_iters)
     lower_grad = curvature_grad if curvature is None else _grads(lower, theta, create_graph=True)
     correction = _grads(_dot(lower_grad, [vi.detach() for vi in v]), nu)
-    residual_vec = [a - b for a, b in zip(damped_neg_hessian(v), upper_theta)]
+    residual_vec = [a - b for a, b in zip(damped_neg_hessian(v), upper_theta, strict=True)]
     norm_b = float(_dot(upper_theta, upper_theta).sqrt())
     residual = float(_dot(residual_vec, residual_vec).sqrt()) / max(norm_b, 1e-30)
     return Hypergradient([d.detach() for d in direct], [c.detach() for c in correction], residual)

@@ -127,11 +127,15 @@ class PARL(PEBBLE):
     def _correction(self, segments0: Segments, segments1: Segments, targets: np.ndarray) -> list[th.Tensor]:
         """The clipped hypergradient correction on this round's pairs; logs both terms' norms."""
         as_tensor = lambda x: th.as_tensor(x, dtype=th.float32, device=self.device)  # noqa: E731
-        obs0, act0, obs1, act1 = (as_tensor(x) for x in (segments0.observations, segments0.actions, segments1.observations, segments1.actions))
+        obs0, act0, obs1, act1 = (
+            as_tensor(x) for x in (segments0.observations, segments0.actions, segments1.observations, segments1.actions)
+        )
         nu = list(self.reward_model.parameters())
         theta = list(self.actor.parameters())
 
-        per_pair = bradley_terry_log_likelihood(self.reward_model.logits(obs0, act0, obs1, act1), as_tensor(targets)).sum(dim=0)
+        per_pair = bradley_terry_log_likelihood(self.reward_model.logits(obs0, act0, obs1, act1), as_tensor(targets)).sum(
+            dim=0
+        )
         score = self._log_prob(obs0, act0).sum(dim=1) + self._log_prob(obs1, act1).sum(dim=1)
         upper = per_pair.mean() + ((per_pair - per_pair.mean()).detach() * score).mean()
 
@@ -147,7 +151,9 @@ class PARL(PEBBLE):
         states = observations.reshape(-1, observations.shape[-1])
         pick = self.preference_rng.permutation(len(states))[: self.curvature_states]
         states = states[th.as_tensor(pick, device=self.device)]
-        noise = th.as_tensor(self.preference_rng.standard_normal((len(states), actions.shape[-1])), dtype=th.float32, device=self.device)
+        noise = th.as_tensor(
+            self.preference_rng.standard_normal((len(states), actions.shape[-1])), dtype=th.float32, device=self.device
+        )
         curvature = self._actor_objective(states, noise)
 
         result = hypergradient(upper, lower, theta, nu, self.damping, self.cg_iters, curvature=curvature)
@@ -164,7 +170,7 @@ class PARL(PEBBLE):
         if self.use_correction and self.reward_learned and len(targets) > 1:
             correction = self._correction(segments0, segments1, targets)
             with th.no_grad():
-                for param, corr in zip(self.reward_model.parameters(), correction):
+                for param, corr in zip(self.reward_model.parameters(), correction, strict=True):
                     param.add_(self.correction_lr * corr)
             self.actor.optimizer.zero_grad()
             self.critic.optimizer.zero_grad()

@@ -367,7 +367,9 @@ class PEBBLE(CheckedArguments, EvaluateMixin, SAC):
     def _intrinsic_reward(self, samples: ReplayBufferSamples) -> th.Tensor:
         """k-NN state entropy of the batch states against every state in the buffer, over its running std."""
         size = self.replay_buffer.buffer_size if self.replay_buffer.full else self.replay_buffer.pos
-        states = th.as_tensor(self.replay_buffer.observations[:size], device=self.device).reshape(-1, samples.observations.shape[-1])
+        states = th.as_tensor(self.replay_buffer.observations[:size], device=self.device).reshape(
+            -1, samples.observations.shape[-1]
+        )
         batch = samples.observations.reshape(len(samples.observations), -1)
         k = min(self.topk + 1, len(states))
         distances = th.cat([th.cdist(batch, chunk) for chunk in states.split(10_000)], dim=1)

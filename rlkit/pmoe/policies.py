@@ -99,7 +99,7 @@ def select_expert(weights: th.Tensor, mode: str) -> th.Tensor:
     if mode == "argmax":
         return weights.argmax(dim=-1)
     # Inverse-CDF sampling: cheaper than a torch Categorical for one draw per state
-    uniform = th.rand(weights.shape[:-1] + (1,), dtype=weights.dtype, device=weights.device)
+    uniform = th.rand((*weights.shape[:-1], 1), dtype=weights.dtype, device=weights.device)
     return (weights.cumsum(dim=-1) < uniform).sum(dim=-1).clamp(max=weights.shape[-1] - 1)
 
 

@@ -130,11 +130,17 @@ class TD3BCLag(TD3BC):
             obs, actions = data.observations, data.actions
 
             with th.no_grad():
-                noise = actions.clone().normal_(0, self.target_policy_noise).clamp(-self.target_noise_clip, self.target_noise_clip)
+                noise = (
+                    actions.clone().normal_(0, self.target_policy_noise).clamp(-self.target_noise_clip, self.target_noise_clip)
+                )
                 next_actions = (self.actor_target(data.next_observations) + noise).clamp(-1, 1)
-                next_q = th.min(th.cat(self.critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True)[0]
+                next_q = th.min(th.cat(self.critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True)[
+                    0
+                ]
                 target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
-                next_qc = th.max(th.cat(self.cost_critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True)[0]
+                next_qc = th.max(
+                    th.cat(self.cost_critic_target(data.next_observations, next_actions), dim=1), dim=1, keepdim=True
+                )[0]
                 target_qc = data.costs + (1 - data.dones) * self.gamma * next_qc
 
             critic_loss = sum(F.mse_loss(q, target_q) for q in self.critic(obs, actions))
