@@ -19,7 +19,9 @@ Each evaluation point records ``labels`` (target labels used), ``label_accuracy`
 trained on, transferred or scripted, against the hidden rational target teacher, measured before
 any RL), ``preference_accuracy`` (the fitted reward model on the held-out target pool) and, for
 PEARL, the Gromov-Wasserstein sizes (M, N), seconds and memory: the numpy peak during the
-alignment (tracemalloc) and the process's peak resident set size.
+alignment (tracemalloc) and the process's peak resident set size. The alignment holds the two
+within-task distance matrices and the plan (three N x N float64 arrays, 24 MB at N = M = 1,000) and
+POT's work arrays of the same size.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             "",
             "Gromov-Wasserstein alignment (O(N^2) memory): M source and N target segments, transferred pairs, seconds of "
             "the distance matrices and all restarts, the largest numpy peak during the alignment (MiB) and the largest "
-            "peak resident set size of the run's process (MiB; the whole process: torch, the datasets, IQL).",
+            "peak resident set size of the process that ran it (MiB; the whole process: torch, the datasets, IQL; with "
+            "--workers 1 one process runs every run in turn, so this is the sweep's peak up to that run).",
             "",
             "| task | algorithm | M | N | transferred pairs | GW seconds | GW peak numpy MiB | process peak RSS MiB |",
             "|---|---|---|---|---|---|---|---|",
