@@ -18,6 +18,7 @@ from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
 from rlkit.iql import IQL
 from rlkit.td3bc import TD3BC
+from toy_data import reach_episodes
 
 ALGOS = [BC, TD3BC, IQL, A2PR]
 SMALL = dict(policy_kwargs=dict(net_arch=[32, 32]), batch_size=64, device="cpu")
@@ -29,29 +30,8 @@ def mixed_quality_dataset(n_episodes: int = 100, expert_fraction: float = 0.3, s
     Cloning this mixture averages good and random actions; an offline RL method
     should pick out the expert's.
     """
-    env = make_env("toy/reach-v0")
-    rng = np.random.default_rng(seed)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-    rows: dict[str, list] = {key: [] for key in keys}
-    for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed * 100_000 + episode)
-        expert = rng.random() < expert_fraction
-        done = False
-        while not done:
-            action = env.unwrapped.expert_action() if expert else rng.uniform(-1, 1, 2).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(keys, (obs, action, reward, next_obs, terminated, truncated), strict=True):
-                rows[key].append(value)
-            obs, done = next_obs, terminated or truncated
-    unwrapped = env.unwrapped
-    return OfflineDataset.from_dict(
-        {k: np.asarray(v) for k, v in rows.items()},
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        ref_min_score=unwrapped.ref_min_score,
-        ref_max_score=unwrapped.ref_max_score,
-        env_id="toy/reach-v0",
-        dataset_id="test/mixed-reach-v0",
+    return reach_episodes(
+        "toy/reach-v0", n_episodes, lambda _, rng: rng.random() < expert_fraction, seed, "test/mixed-reach-v0"
     )
 
 

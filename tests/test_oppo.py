@@ -36,6 +36,7 @@ from rlkit.common.preference import PreferencePool
 from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
 from rlkit.oppo.oppo import OPPOBatch, WindowTensors, preference_loss, triplet_roles
+from toy_data import reach_episodes
 
 ENV = "toy/reach-v0"
 TINY = dict(
@@ -50,30 +51,7 @@ TINY = dict(
 
 def toy_dataset(n_episodes: int = 60, seed: int = 0) -> OfflineDataset:
     """Toy reach episodes of mixed quality: one in four from the straight-line expert, the others uniformly random."""
-    env = make_env(ENV)
-    rng = np.random.default_rng(seed)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-    rows: dict[str, list] = {key: [] for key in keys}
-    for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed * 100_000 + episode)
-        expert = episode % 4 == 0
-        done = False
-        while not done:
-            action = env.unwrapped.expert_action() if expert else rng.uniform(-1, 1, 2).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(keys, (obs, action, reward, next_obs, terminated, truncated), strict=True):
-                rows[key].append(value)
-            obs, done = next_obs, terminated or truncated
-    unwrapped = env.unwrapped
-    return OfflineDataset.from_dict(
-        {k: np.asarray(v) for k, v in rows.items()},
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        ref_min_score=unwrapped.ref_min_score,
-        ref_max_score=unwrapped.ref_max_score,
-        env_id=ENV,
-        dataset_id="test/oppo-reach-v0",
-    )
+    return reach_episodes(ENV, n_episodes, lambda episode, _: episode % 4 == 0, seed, "test/oppo-reach-v0")
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,7 @@ from rlkit.pearl.alignment import (
     transfer_preferences,
     within_task_distances,
 )
+from toy_data import reach_episodes
 
 SOURCE, TARGET = "toy/reach-v0", "toy/reach-rot90-v0"
 SMALL = dict(
@@ -80,28 +81,11 @@ SMALL = dict(
 def toy_dataset(env_id: str, n_episodes: int = 60, seed: int = 0, ordered: bool = False) -> OfflineDataset:
     """Episodes of mixed quality: one in four from the env's straight-line expert, the others uniformly random
     (with ``ordered`` the expert episodes come last, as in a medium-expert dataset)."""
-    env = make_env(env_id)
-    rng = np.random.default_rng(seed)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-    rows: dict[str, list] = {key: [] for key in keys}
-    for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed * 100_000 + episode)
-        expert, done = (episode >= 0.75 * n_episodes if ordered else episode % 4 == 0), False
-        while not done:
-            action = env.unwrapped.expert_action() if expert else rng.uniform(-1, 1, 2).astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(keys, (obs, action, reward, next_obs, terminated, truncated), strict=True):
-                rows[key].append(value)
-            obs, done = next_obs, terminated or truncated
-    return OfflineDataset.from_dict(
-        {k: np.asarray(v) for k, v in rows.items()},
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        ref_min_score=env.unwrapped.ref_min_score,
-        ref_max_score=env.unwrapped.ref_max_score,
-        env_id=env_id,
-        dataset_id=f"test/pearl-{env_id.replace('/', '-')}-{seed}",
-    )
+
+    def is_expert(episode: int, _: np.random.Generator) -> bool:
+        return episode >= 0.75 * n_episodes if ordered else episode % 4 == 0
+
+    return reach_episodes(env_id, n_episodes, is_expert, seed, f"test/pearl-{env_id.replace('/', '-')}-{seed}")
 
 
 @pytest.fixture(autouse=True)
