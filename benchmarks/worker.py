@@ -116,6 +116,46 @@ class EvalRecorder(BaseCallback):
         self.eval_time += time.perf_counter() - start
 
 
+class TrainLogRecorder(BaseCallback):
+    """Keeps the update's own diagnostics (the logger's ``train/*`` scalars: MDPO's KL and step size, losses, ...).
+
+    SB3 records them in ``train()`` and dumps them after the next rollout, so at the start of each rollout (and
+    at the end of training) the logger holds the last update's values. One entry per update, thinned to at most
+    one every ``every`` steps so that off-policy runs (an update every env step) stay small.
+
+    :param every: the least number of steps between two entries
+    """
+
+    def __init__(self, every: int = 1):
+        super().__init__()
+        self.every = max(int(every), 1)
+        self.log: list[dict[str, float]] = []
+        self._last_step: int | None = None
+
+    def _capture(self) -> None:
+        step = self.model.num_timesteps
+        if self._last_step is not None and step - self._last_step < self.every:
+            return
+        values = {
+            key.removeprefix("train/"): float(value)
+            for key, value in self.model.logger.name_to_value.items()
+            if key.startswith("train/") and isinstance(value, (int, float, np.floating, np.integer))
+        }
+        if values:
+            self.log.append({"step": int(step), **values})
+            self._last_step = step
+
+    def _on_rollout_start(self) -> None:
+        self._capture()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self._last_step = None  # the last update always gets an entry
+        self._capture()
+
+
 class ProgressReporter(BaseCallback):
     """Send ``(run_id, steps, budget, last evaluation return)`` to the driver's progress bars.
 
@@ -311,7 +351,8 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
         kwargs["dataset"] = dataset_id(spec)
     model_cls = spec.entry.load()
     recorder = EvalRecorder(eval_env, spec.eval_freq, spec.eval_episodes, seed=eval_seed(spec.seed), ref_scores=None)
-    callbacks: list[BaseCallback] = [recorder]
+    train_log = TrainLogRecorder(every=spec.budget // 500)
+    callbacks: list[BaseCallback] = [recorder, train_log]
     before: dict[str, Any] = {"train_time_s": 0.0, "eval_time_s": 0.0, "wall_time_s": 0.0}
     started = time.perf_counter()
     checkpointer, resumed = None, None
@@ -323,6 +364,7 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
             extra_state=lambda: {
                 "curve": recorder.curve,
                 "last_eval_step": recorder.last_eval_step,
+                "train_log": train_log.log,
                 "train_time_s": before["train_time_s"] + time.perf_counter() - started - recorder.eval_time,
                 "eval_time_s": before["eval_time_s"] + recorder.eval_time,
                 "wall_time_s": before["wall_time_s"] + time.perf_counter() - started,
@@ -341,6 +383,7 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
         load_kwargs = {"dataset": kwargs["dataset"]} if "dataset" in kwargs else {}
         model, state = checkpointer.restore(resumed, model_cls, train_env, device=spec.device, **load_kwargs)
         recorder.curve, recorder.last_eval_step = state["curve"], state["last_eval_step"]
+        train_log.log = state.get("train_log", [])
         before = {key: state[key] for key in before}
     recorder.ref_scores = reference_scores(eval_env.envs[0] if isinstance(eval_env, VecEnv) else eval_env, model)
     steps_before = model.num_timesteps
@@ -363,6 +406,7 @@ def train_model(spec: RunSpec, wrap_train_env: EnvWrapper | None = None) -> dict
         "curve": recorder.curve,
         "final": recorder.curve[-1],
         "best": max(recorder.curve, key=lambda p: p["return_mean"]),
+        "train_log": train_log.log,
         "ref_scores": recorder.ref_scores,
         "dataset_id": kwargs.get("dataset"),
         "resumed_from_step": steps_before if resumed is not None else None,

@@ -265,10 +265,10 @@ def test_mdpo_step_shrinks_as_the_kl_weight_one_over_t_grows():
 
 def test_step_size_follows_the_official_annealing_with_floor():
     recorded: list[float] = []
-    model = _make(MDPO, SMALL_ON)
+    model = _make(MDPO, {**SMALL_ON, "schedule_horizon": None})
     model.train = lambda: recorded.append(model._current_step_size())  # type: ignore[method-assign]
     model.learn(4 * 64)
-    # t_k = 1 - (k - 1) / K with K = 4
+    # t_k = 1 - (k - 1) / K with K = 4 (the horizon is this learn() call's budget)
     assert recorded == pytest.approx([1.25, 1.0, 0.75, 0.5])
     recorded.clear()
     model.min_step_size = 0.8
@@ -279,6 +279,23 @@ def test_step_size_follows_the_official_annealing_with_floor():
     model.train = lambda: recorded.append(model._current_step_size())  # type: ignore[method-assign]
     model.learn(2 * 64)
     assert recorded == pytest.approx([0.3, 0.3])
+
+
+def test_step_size_anneals_over_the_configured_horizon_not_the_run():
+    """The default horizon is the official code's 10M env steps whatever learn() is given: over a short run t_k
+    stays near 1; the same run with an 8-iteration horizon follows 1 - (k - 1)/8."""
+    recorded: list[float] = []
+    model = _make(MDPO, SMALL_ON)
+    assert model.schedule_horizon == 10_000_000
+    model.train = lambda: recorded.append(model._current_step_size())  # type: ignore[method-assign]
+    model.learn(4 * 64)
+    n_iterations = 10_000_000 // 64
+    assert recorded == pytest.approx([1 - (k - 1) / n_iterations for k in range(4)])
+    recorded.clear()
+    model = _make(MDPO, {**SMALL_ON, "schedule_horizon": 8 * 64})
+    model.train = lambda: recorded.append(model._current_step_size())  # type: ignore[method-assign]
+    model.learn(4 * 64)
+    assert recorded == pytest.approx([1.125, 1.0, 0.875, 0.75])
 
 
 def test_mdpo_value_epochs_are_the_clipped_value_regression():
@@ -576,6 +593,7 @@ def test_same_seed_same_run(algo: type, variant: dict):
         (MDPO, dict(sgd_steps=0), "sgd_steps"),
         (MDPO, dict(step_size=-1.0), "step_size"),
         (MDPO, dict(min_step_size=0.0), "min_step_size"),
+        (MDPO, dict(schedule_horizon=0), "schedule_horizon"),
         (MDPO, dict(clip_range_vf=0.0), "clip_range_vf"),
         (MDPOOff, dict(ent_coef="auto"), "ent_coef"),
         (MDPOOff, dict(kl_coef=0.0), "kl_coef"),

@@ -337,3 +337,21 @@ def test_tensorboard_logs_every_run(tmp_path):
     argv = ["--suite", str(suite), "--out", str(tmp_path / "out"), "--workers", "1"]
     assert main([*argv, "--tensorboard", str(tmp_path / "tb")]) == 0
     assert list((tmp_path / "tb" / "SAC__toy-reach-v0__seed0_1").glob("events.out.tfevents.*"))
+
+
+def test_run_records_keep_each_updates_diagnostics(tmp_path):
+    """MDPO's record holds one entry per iteration with its KL and step size t_k (annealed over the official
+    10M-step horizon, so still about 1), from the logger's train/* scalars."""
+    suite = {
+        "seeds": [0],
+        "eval_freq": 256,
+        "eval_episodes": 1,
+        "tasks": {"toy/reach-v0": {"budget": 512}},
+        "algorithms": {"MDPO": {"default": {"n_steps": 128, "batch_size": 64, "policy_kwargs": {"net_arch": [16]}}}},
+    }
+    out = tmp_path / "out"
+    assert main(["--suite", str(write_suite(tmp_path, suite)), "--out", str(out), "--workers", "1"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    log = record["train_log"]
+    assert [entry["step"] for entry in log] == [128, 256, 384, 512]
+    assert all(entry["kl"] >= 0 and entry["step_size"] == pytest.approx(1.0, abs=1e-3) for entry in log)

@@ -98,8 +98,12 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
     parameters become the next anchor.
 
     The step size t_k follows the official code by default:
-    t_k = 1 - (k - 1)/K for iteration k = 0, 1, ... and K = int(total_timesteps / (n_steps * n_envs)),
-    i.e. linearly from 1 + 1/K down to about 1/K, floored at ``min_step_size``.
+    t_k = 1 - (k - 1)/K for iteration k = 0, 1, ... and K = int(horizon / (n_steps * n_envs)),
+    i.e. linearly from 1 + 1/K down to about 1/K, floored at ``min_step_size``. The official
+    ``run_mujoco.py`` always calls ``learn(total_timesteps=1e7)``, so its horizon is 10M env steps
+    whatever a run's length; that is ``schedule_horizon``'s default, so a 1M-step run anneals t_k
+    only from 1 to about 0.9 as the paper's runs do. ``schedule_horizon=None`` anneals over each
+    ``learn()`` call's ``total_timesteps`` instead (t_k reaches about 0 at the end of the run).
 
     Deviations from the paper and its code, on purpose:
 
@@ -126,6 +130,8 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
     :param step_size: The mirror-descent step size t_k (the KL weight is 1/t_k).
         ``None`` anneals it as the official code does (see above); a float keeps it
         constant; a callable maps the progress remaining (from 1 to 0) to t_k.
+    :param schedule_horizon: Env steps over which the default t_k anneals (official code: 10M);
+        ``None``: the ``total_timesteps`` of each ``learn()`` call
     :param min_step_size: Floor of t_k, so that the KL weight 1/t_k stays finite
     :param clip_range_vf: Clipping parameter of the value loss, it can be a function of the current
         progress remaining (from 1 to 0). ``None`` disables the clipping.
@@ -171,6 +177,7 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         step_size: float | Schedule | None = None,
+        schedule_horizon: int | None = 10_000_000,
         min_step_size: float = 1e-3,
         clip_range_vf: float | Schedule | None = 0.2,
         normalize_advantage: bool = True,
@@ -218,6 +225,11 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
             raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if schedule_horizon is not None and schedule_horizon < 1:
+            raise ValueError(
+                f"schedule_horizon must be a positive number of env steps (or None: each learn() call's budget), "
+                f"got {schedule_horizon}"
+            )
         if min_step_size <= 0:
             raise ValueError(f"min_step_size must be positive, got {min_step_size}")
         if isinstance(step_size, (int, float)) and step_size <= 0:
@@ -232,6 +244,7 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
         self.n_epochs = n_epochs
         self.sgd_steps = sgd_steps
         self.step_size = step_size
+        self.schedule_horizon = schedule_horizon
         self.min_step_size = min_step_size
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
@@ -251,12 +264,14 @@ class MDPO(CheckedArguments, EvaluateMixin, OnPolicyAlgorithm):
 
         With ``step_size=None`` this is the official code's t_k = 1 - (k - 1)/K, with
         k the 0-based iteration index (``num_timesteps`` already counts this rollout)
-        and K = int(total_timesteps / (n_steps * n_envs)).
+        and K = int(horizon / (n_steps * n_envs)), the horizon being ``schedule_horizon``
+        (or this ``learn()`` call's total_timesteps when it is ``None``).
         """
         if self.step_size is None:
             n_batch = self.n_steps * self.n_envs
             iteration = self.num_timesteps // n_batch - 1
-            n_iterations = max(self._total_timesteps // n_batch, 1)
+            horizon = self._total_timesteps if self.schedule_horizon is None else self.schedule_horizon
+            n_iterations = max(int(horizon) // n_batch, 1)
             step_size = 1.0 - (iteration - 1) / n_iterations
         else:
             step_size = self.step_size(self._current_progress_remaining)  # type: ignore[operator]
