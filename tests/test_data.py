@@ -75,6 +75,23 @@ def test_generate_load_round_trip(minari_store, monkeypatch):
     assert 0 < len(datasets["medium-replay"]) <= TOY_BUDGET["train_steps"]
     assert datasets["medium-replay"].episode_lengths.max() <= 50
 
+    # expert-random: expert_share of the transitions from the expert policy (whole episodes, the last one cut),
+    # then uniformly random ones, which a rollout of the random actor written here reproduces exactly
+    (mixed_id,) = generate("toy/reach-v0", kinds=["expert-random"], seed=3, expert_share=0.25, **TOY_BUDGET).values()
+    mixed = load_dataset(mixed_id)
+    assert len(mixed) == TOY_BUDGET["size"] and mixed.metadata["rlkit_generate"]["expert_share"] == 0.25
+    n_expert = round(0.25 * TOY_BUDGET["size"])
+    assert n_expert in mixed.episode_ends
+    env = PointReachEnv()
+    env.action_space.seed(3 + 1)
+    obs, _ = env.reset(seed=3 + 70_000)
+    for t in range(50):
+        action = env.action_space.sample()
+        np.testing.assert_allclose(mixed.observations[n_expert + t], obs, atol=1e-6)
+        np.testing.assert_allclose(mixed.actions[n_expert + t], action, atol=1e-6)
+        obs, *_ = env.step(action)
+    assert np.abs(mixed.actions[:n_expert]).mean() != pytest.approx(np.abs(mixed.actions[n_expert:]).mean(), abs=1e-3)
+
     # the folder of a dataset loads too
     assert len(load_dataset(minari_store / "rlkit" / "toy-reach-v0" / "random-v0")) == TOY_BUDGET["size"]
     # cached: a second call reuses the datasets without writing; other settings are refused
@@ -99,6 +116,7 @@ def test_generate_load_round_trip(minari_store, monkeypatch):
         (dict(size=0), "size must be positive"),
         (dict(train_steps=100, learning_starts=100), r"learning_starts \(100\) must be in"),
         (dict(medium_fraction=1.5), "medium_fraction must be in"),
+        (dict(kinds=["expert-random"], expert_share=1.0), "expert_share must be in"),
     ],
 )
 def test_generate_rejects_bad_settings(minari_store, kwargs, match):

@@ -4,7 +4,7 @@ from gymnasium import spaces
 
 from rlkit import make_env
 from rlkit.envs import known_env_ids
-from rlkit.envs.toy import PointReachEnv
+from rlkit.envs.toy import PointReachEnv, TwoRoutesEnv
 
 # id -> (observation shape, action shape, reward shape)
 FAMILIES = {
@@ -81,6 +81,50 @@ def test_toy_reach_reference_policies():
         _, _, _, truncated, info = env.step(env.expert_action())
     assert truncated and info["success"] == 1.0
     assert PointReachEnv.ref_min_score < PointReachEnv.ref_max_score < 0
+
+
+def _rollout(env: TwoRoutesEnv, policy, seed: int = 0, start_x: float | None = None) -> tuple[float, dict]:
+    env.reset(seed=seed)
+    if start_x is not None:
+        env._pos[0] = start_x
+    total, done, info = 0.0, False, {}
+    while not done:
+        _, reward, terminated, truncated, info = env.step(policy())
+        total += float(reward)
+        done = terminated or truncated
+    return total, info
+
+
+def test_two_routes_has_two_mirror_routes_of_equal_return_and_a_wall_between():
+    """Straight up, the mean of the two routes, presses the point against the wall; the detours left and right
+    are mirror images with the same return and reach the goal; a move into the wall is not made."""
+    env = TwoRoutesEnv()
+    straight, info = _rollout(env, lambda: np.array([0.0, 1.0]))
+    assert info["success"] == 0.0 and env._pos[1] < env.wall[2]
+
+    def mirrored_expert() -> np.ndarray:
+        env._pos[0] *= -1  # the expert's action on the mirror image, mirrored back
+        action = env.expert_action()
+        env._pos[0] *= -1
+        return action * np.array([-1.0, 1.0], dtype=np.float32)
+
+    right, info_right = _rollout(env, env.expert_action, start_x=0.0)
+    left, info_left = _rollout(env, mirrored_expert, start_x=0.0)
+    assert info_right["success"] == info_left["success"] == 1.0
+    assert left == pytest.approx(right, abs=1e-9) and straight < right - 20
+    env.reset(seed=0)
+    env._pos = np.array([0.0, -0.15])
+    obs, *_ = env.step(np.array([0.0, 1.0]))
+    assert np.allclose(obs, [0.0, -0.15])
+
+
+def test_two_routes_reference_scores_are_the_measured_ones():
+    env = TwoRoutesEnv()
+    rng = np.random.default_rng(0)
+    random_returns = [_rollout(env, lambda: rng.uniform(-1, 1, 2), seed)[0] for seed in range(200)]
+    expert_returns = [_rollout(env, env.expert_action, seed)[0] for seed in range(200)]
+    assert np.mean(random_returns) == pytest.approx(TwoRoutesEnv.ref_min_score, abs=2.0)
+    assert np.mean(expert_returns) == pytest.approx(TwoRoutesEnv.ref_max_score, abs=0.2)
 
 
 # one id of each family that make_env knows beyond gymnasium's own

@@ -49,7 +49,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from tqdm.auto import tqdm
 
 from rlkit.common.evaluation import evaluate
-from rlkit.data.minari import KINDS, local_dataset_id
+from rlkit.data.minari import D4RL_KINDS, KINDS, local_dataset_id
 from rlkit.data.scores import d4rl_ref_scores
 
 #: settings that do not change the data
@@ -86,6 +86,7 @@ class GenerateConfig:
     :param n_eval_episodes: episodes of each snapshot evaluation
     :param n_ref_episodes: episodes of the measured reference returns
     :param medium_fraction: the medium policy's return sits this fraction of the way from random to expert
+    :param expert_share: share of expert transitions in ``expert-random`` (the rest are uniformly random)
     :param seed: seed of SAC, the evaluations and the rollouts
     :param sac_kwargs: keyword arguments of SB3's ``SAC``
     :param namespace: Minari namespace of the dataset ids
@@ -94,7 +95,7 @@ class GenerateConfig:
     """
 
     env_id: str
-    kinds: list[str] = dataclasses.field(default_factory=lambda: list(KINDS))
+    kinds: list[str] = dataclasses.field(default_factory=lambda: list(D4RL_KINDS))
     size: int | None = None
     train_steps: int | None = None
     learning_starts: int | None = None
@@ -102,6 +103,7 @@ class GenerateConfig:
     n_eval_episodes: int = 5
     n_ref_episodes: int = 20
     medium_fraction: float = 1.0 / 3.0
+    expert_share: float = 0.2
     seed: int = 0
     sac_kwargs: dict[str, Any] | None = None
     namespace: str = "rlkit"
@@ -126,6 +128,8 @@ class GenerateConfig:
             raise ValueError(f"eval_freq ({self.eval_freq}) must not exceed train_steps ({self.train_steps})")
         if not 0.0 < self.medium_fraction < 1.0:
             raise ValueError(f"medium_fraction must be in (0, 1), got {self.medium_fraction}")
+        if not 0.0 < self.expert_share < 1.0:
+            raise ValueError(f"expert_share must be in (0, 1), got {self.expert_share}")
 
     def command(self) -> str:
         """The command line that reproduces this run."""
@@ -133,6 +137,8 @@ class GenerateConfig:
         for field in ("size", "train_steps", "learning_starts", "eval_freq", "n_eval_episodes", "n_ref_episodes"):
             parts.append(f"--{field.replace('_', '-')} {getattr(self, field)}")
         parts += [f"--medium-fraction {self.medium_fraction:.6g}", f"--seed {self.seed}", f"--namespace {self.namespace}"]
+        if "expert-random" in self.kinds:
+            parts.append(f"--expert-share {self.expert_share:.6g}")
         parts.append(f"--sac-kwargs '{json.dumps(self.sac_kwargs, sort_keys=True)}'")
         return " ".join(parts)
 
@@ -148,6 +154,8 @@ class GenerateConfig:
             settings["size"] = self.size
         if kind != "random":
             settings.update(self.training_settings(), medium_fraction=self.medium_fraction)
+        if kind == "expert-random":
+            settings["expert_share"] = self.expert_share
         return settings
 
 
@@ -449,11 +457,13 @@ def _write(
     )
 
 
-def generate(env_id: str, kinds: Sequence[str] = KINDS, size: int | None = None, **kwargs: Any) -> dict[str, str]:
+def generate(env_id: str, kinds: Sequence[str] = D4RL_KINDS, size: int | None = None, **kwargs: Any) -> dict[str, str]:
     """Generate (or reuse) D4RL-style Minari datasets of ``env_id``.
 
     :param env_id: id for :func:`rlkit.envs.make_env`, e.g. ``Hopper-v5`` or ``toy/reach-v0``
-    :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert``
+    :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert`` (D4RL's, the
+        default) and ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
+        rest from a uniformly random one, whole episodes each)
     :param size: transitions of the random, medium and expert datasets (default by env family)
     :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
         ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
@@ -520,9 +530,26 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
             episodes = _episode_buffers_from_replay(agent.replay, medium["step"])
         elif kind == "medium-expert":
             episodes = rollout("medium") + rollout("expert")
+        elif kind == "expert-random":
+            assert agent is not None
+            _, expert = agent.select(config.medium_fraction)
+            n_expert = max(round(config.expert_share * config.size), 1)
+            episodes = collect(
+                env, sac_actor(agent.policy_at(expert)), n_expert, config.seed + 60_000, "expert rollouts", config.progress_bar
+            ) + collect(
+                env,
+                _random_actor(env.action_space, config.seed + 1),
+                config.size - n_expert,
+                config.seed + 70_000,
+                "random rollouts",
+                config.progress_bar,
+            )
         else:
             episodes = rollout(kind)
-        algorithm = "uniformly random policy" if kind == "random" else "stable-baselines3 SAC"
+        algorithm = {
+            "random": "uniformly random policy",
+            "expert-random": "stable-baselines3 SAC and a uniformly random policy",
+        }.get(kind, "stable-baselines3 SAC")
         _write(ids[kind], episodes, env, config, kind, refs, algorithm)
 
 
@@ -531,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser = argparse.ArgumentParser(prog="python -m rlkit.data.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, help="environment id for rlkit.envs.make_env, e.g. Hopper-v5, toy/reach-v0")
     kinds_help = f"dataset kinds to write: {', '.join(KINDS)}"
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND", help=kinds_help)
+    parser.add_argument("--kinds", nargs="+", default=list(D4RL_KINDS), choices=KINDS, metavar="KIND", help=kinds_help)
     parser.add_argument("--size", type=int, help="transitions of random/medium/expert (default: 100000; toy: 5000)")
     parser.add_argument("--train-steps", type=int, help="SAC environment steps (default: 60000; toy: 1500)")
     parser.add_argument("--learning-starts", type=int, help="SAC's initial random steps (default: 5000; toy: 100)")
@@ -539,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser.add_argument("--n-eval-episodes", type=int, default=5, help="episodes per snapshot evaluation")
     parser.add_argument("--n-ref-episodes", type=int, default=20, help="episodes of measured reference returns")
     parser.add_argument("--medium-fraction", type=float, default=1.0 / 3.0, help="medium return: 0 random, 1 expert")
+    parser.add_argument("--expert-share", type=float, default=0.2, help="expert share of expert-random's transitions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--namespace", default="rlkit", help="Minari namespace of the dataset ids")
     sac_help = 'keyword arguments of SB3 SAC as JSON, replacing the defaults (MuJoCo: {"learning_rate": 0.001})'
@@ -556,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         n_eval_episodes=args.n_eval_episodes,
         n_ref_episodes=args.n_ref_episodes,
         medium_fraction=args.medium_fraction,
+        expert_share=args.expert_share,
         seed=args.seed,
         sac_kwargs=args.sac_kwargs,
         namespace=args.namespace,

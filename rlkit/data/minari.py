@@ -27,7 +27,11 @@ from rlkit.data.scores import d4rl_env_name
 #: keys a D4RL-style dict of transitions must have (``timeouts`` and ``costs`` are optional)
 REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 #: dataset kinds of D4RL's gym-mujoco suite, as written by :mod:`rlkit.data.generate`
-KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+#: the kinds of D4RL, written by default
+D4RL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+#: every kind rlkit generates: D4RL's and ``expert-random`` (a bimodal mix: a share of expert transitions, the
+#: rest uniformly random, for methods that must pick the good part of mixed-quality data)
+KINDS = (*D4RL_KINDS, "expert-random")
 #: D4RL env name -> the gymnasium MuJoCo id the generator uses for it
 D4RL_GYM_IDS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
 #: Minari namespace of the datasets written by :mod:`rlkit.data.generate` (local only, never downloaded)

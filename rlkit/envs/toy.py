@@ -131,8 +131,83 @@ class RotatedPointReachEnv(PointReachEnv):
         return np.clip(np.linalg.solve(self.action_map, move), -1.0, 1.0).astype(np.float32)
 
 
+class TwoRoutesEnv(gym.Env):
+    """A 2-D point mass that must pass a wall by one of two equally good routes: the multimodal task of PMOE.
+
+    The point starts near ``(0, -0.8)`` (x drawn in ``[-0.05, 0.05]``) and the goal is fixed at ``(0, 0.8)``.
+    A wall ``[-0.5, 0.5] x [-0.1, 0.1]`` lies across the straight line; a move that would end inside it is
+    not made (the point stays). The reward is the negative distance to the goal, so the straight line is a
+    local optimum (pressed against the wall) and the two detours, left and right of the wall, are mirror
+    images with the same return: at the start the optimal actions are bimodal, and their mean (straight up)
+    runs into the wall.
+
+    Observation: ``(x, y)`` as float32. ``info["success"]`` is 1.0 while the point is within ``goal_radius``.
+
+    :param max_episode_steps: steps before truncation
+    :param max_speed: distance covered per step at full action (smaller than the wall's thickness)
+    :param goal_radius: distance under which ``info["success"]`` is 1
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    #: mean return of a uniformly random policy (seeds 0-999)
+    ref_min_score = -93.2
+    #: mean return of :meth:`expert_action` (seeds 0-999)
+    ref_max_score = -14.7
+    #: the wall, ``(x_min, x_max, y_min, y_max)``
+    wall = (-0.5, 0.5, -0.1, 0.1)
+    goal = np.array([0.0, 0.8])
+
+    def __init__(self, max_episode_steps: int = 60, max_speed: float = 0.1, goal_radius: float = 0.05) -> None:
+        super().__init__()
+        if not 0 < max_speed < self.wall[3] - self.wall[2]:
+            raise ValueError(
+                f"max_speed must be in (0, {self.wall[3] - self.wall[2]}) so no step jumps the wall, got {max_speed}"
+            )
+        self.max_episode_steps = max_episode_steps
+        self.max_speed = max_speed
+        self.goal_radius = goal_radius
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self._pos = np.zeros(2)
+        self._t = 0
+
+    def in_wall(self, point: np.ndarray) -> bool:
+        """Whether ``point`` lies inside the wall."""
+        x_min, x_max, y_min, y_max = self.wall
+        return bool(x_min <= point[0] <= x_max and y_min <= point[1] <= y_max)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._pos = np.array([self.np_random.uniform(-0.05, 0.05), -0.8])
+        self._t = 0
+        return self._pos.astype(np.float32), {"success": 0.0}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
+        new_pos = np.clip(self._pos + self.max_speed * action, -1.0, 1.0)
+        if not self.in_wall(new_pos):
+            self._pos = new_pos
+        self._t += 1
+        dist = float(np.linalg.norm(self.goal - self._pos))
+        truncated = self._t >= self.max_episode_steps
+        return self._pos.astype(np.float32), -dist, False, truncated, {"success": float(dist < self.goal_radius)}
+
+    def expert_action(self) -> np.ndarray:
+        """Round the wall on the side the point is on (right at x = 0): to the corner's waypoint, then to the goal."""
+        x, y = self._pos
+        side = 1.0 if x >= 0 else -1.0
+        if y < self.wall[3] + 0.05:
+            target = np.array(
+                [side * (self.wall[1] + 0.05), self.wall[3] + 0.05 if abs(x) > self.wall[1] else self.wall[2] - 0.05]
+            )
+        else:
+            target = self.goal
+        return np.clip((target - self._pos) / self.max_speed, -1.0, 1.0).astype(np.float32)
+
+
 #: toy task ids (without the ``toy/`` prefix) -> (class, default kwargs)
 TOY_ENVS: dict[str, tuple[type[gym.Env], dict[str, Any]]] = {
     "reach-v0": (PointReachEnv, {}),
     "reach-rot90-v0": (RotatedPointReachEnv, {"angle": 90.0}),
+    "two-routes-v0": (TwoRoutesEnv, {}),
 }
