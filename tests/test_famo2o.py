@@ -246,6 +246,20 @@ def test_learn_offline_then_online_with_save_load_between_phases(algo, reach_dat
 
 
 @pytest.mark.parametrize("algo", [IQLO2O, FamO2O])
+def test_no_new_data_control_takes_the_same_steps_on_the_dataset_alone(algo, reach_dataset):
+    """online_data=False: the online phase acts and updates as often, its buffer keeps only the dataset; the same
+    seed with online data differs only once the first online transition is sampled."""
+    control = algo("MlpPolicy", make_env("toy/reach-v0"), dataset=reach_dataset, seed=0, online_data=False, **SMALL)
+    control.learn_offline(10).learn(40)
+    assert control.online and control._n_updates == 50 and control.num_timesteps == 40
+    assert control.replay_buffer.size() == len(reach_dataset)
+    full = algo("MlpPolicy", make_env("toy/reach-v0"), dataset=reach_dataset, seed=0, **SMALL).learn_offline(10).learn(40)
+    assert full.replay_buffer.size() == len(reach_dataset) + 40
+    obs = reach_dataset.observations[:32]
+    assert not np.allclose(control.predict(obs, deterministic=True)[0], full.predict(obs, deterministic=True)[0])
+
+
+@pytest.mark.parametrize("algo", [IQLO2O, FamO2O])
 def test_seeds_deterministic(algo, reach_dataset):
     def actions(seed: int) -> np.ndarray:
         model = algo("MlpPolicy", make_env("toy/reach-v0"), dataset=reach_dataset, seed=seed, **SMALL)

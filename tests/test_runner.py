@@ -355,3 +355,27 @@ def test_run_records_keep_each_updates_diagnostics(tmp_path):
     log = record["train_log"]
     assert [entry["step"] for entry in log] == [128, 256, 384, 512]
     assert all(entry["kl"] >= 0 and entry["step_size"] == pytest.approx(1.0, abs=1e-3) for entry in log)
+
+
+def test_o2o_runs_record_the_online_gain_and_the_no_new_data_control(tmp_path, monkeypatch):
+    """The o2o kind: offline phase, evaluation at online step 0, online phase; each point's gain is its normalised
+    score minus the one after the offline phase; the control arm (online_data false) adds no transition."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    small = {"policy_kwargs": {"net_arch": [16]}, "batch_size": 32}
+    suite = {
+        "seeds": [0],
+        "eval_freq": 50,
+        "eval_episodes": 2,
+        "tasks": {"toy-mr": {"env": "toy/reach-v0", "generate": TOY_GENERATE, "budget": 30, "online_budget": 100}},
+        "algorithms": {"IQLO2O": {"default": small}, "IQLO2O-NoData": {"default": {**small, "online_data": False}}},
+    }
+    out = tmp_path / "out"
+    assert main(["--suite", str(write_suite(tmp_path, suite)), "--out", str(out), "--workers", "1"]) == 0
+    records = {r["algo"]: r for r in (json.loads(p.read_text()) for p in (out / "runs").glob("*.json"))}
+    for record in records.values():
+        curve = record["curve"]
+        assert [p["step"] for p in curve] == [0, 50, 100] and record["online_env_steps"] == 100
+        start = curve[0]["normalized"]
+        assert [p["gain"] for p in curve] == pytest.approx([p["normalized"] - start for p in curve])
+    assert records["IQLO2O-NoData"]["hyperparams"]["online_data"] is False
+    assert "change (gain)" in (out / "table.md").read_text()

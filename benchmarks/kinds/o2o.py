@@ -4,7 +4,10 @@ A run trains the model with ``learn_offline(spec.budget)`` (gradient steps), eva
 it (``after_offline``), then runs ``learn(online_budget)`` (env steps) with an
 evaluation every ``eval_freq`` env steps and at the end (``final``). The curve's
 ``step`` counts online env steps; its first point (step 0) is the evaluation after
-the offline phase. The model is one object through both phases (``FamO2O``,
+the offline phase. Every point also carries ``gain``: its score (normalised where the task has
+reference scores) minus the score after the offline phase, so a claim can compare what the online
+phase adds, e.g. against a no-new-data control (``online_data: false``, which takes the same
+gradient steps on the dataset alone). The model is one object through both phases (``FamO2O``,
 ``IQLO2O``). Task keys: ``online_budget`` (env steps of the online phase, required).
 """
 
@@ -54,6 +57,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     started = time.perf_counter()
     model.learn(online_budget, callback=recorder)
     online_time = time.perf_counter() - started - (recorder.eval_time - offline_eval_time)
+    for point in recorder.curve:
+        point["gain"] = _score(point) - _score(after_offline)
     return {
         "device": str(model.device),
         "curve": recorder.curve,
@@ -89,7 +94,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
         "Normalised score (return where the task has no reference scores) after the offline phase and after the "
         "online phase, mean ± std over seeds.",
         "",
-        "| task | algorithm | seeds | offline grad steps | online env steps | after offline | after online | change |",
+        "| task | algorithm | seeds | offline grad steps | online env steps | after offline | after online | change (gain) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for (task, algo), group in sorted(groups.items()):

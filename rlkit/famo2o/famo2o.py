@@ -153,6 +153,9 @@ class IQLO2O(IQL):
     :param reward_shift: see ``reward_scale``
     :param buffer_size: capacity of the online replay buffer (default: the dataset plus the first
         ``learn`` call's env steps, so nothing is overwritten)
+    :param online_data: add the online transitions to the buffer; ``False`` is the control arm of an
+        offline-to-online comparison: the online phase acts and takes the same gradient steps on the
+        dataset alone, so its change in score is what the extra gradient steps give without new data
     :param policy_kwargs: keyword arguments of the policy
     :param tensorboard_log: tensorboard log folder
     :param verbose: verbosity level
@@ -182,6 +185,7 @@ class IQLO2O(IQL):
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
         buffer_size: int | None = None,
+        online_data: bool = True,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -192,6 +196,7 @@ class IQLO2O(IQL):
         if buffer_size is not None and buffer_size <= 0:
             raise ValueError(f"buffer_size must be positive, got {buffer_size}")
         self.buffer_size = buffer_size
+        self.online_data = online_data
         self.online = False
         self.offline_gradient_steps = 0
         super().__init__(
@@ -293,7 +298,8 @@ class IQLO2O(IQL):
             for i, done in enumerate(dones):
                 if done and infos[i].get("terminal_observation") is not None:
                     next_obs[i] = infos[i]["terminal_observation"]
-            self.replay_buffer.add(self._last_obs, next_obs, self.policy.scale_action(actions), rewards, dones, infos)
+            if self.online_data:
+                self.replay_buffer.add(self._last_obs, next_obs, self.policy.scale_action(actions), rewards, dones, infos)
             self._last_obs = new_obs
             self._episode_num += int(dones.sum())
             self.train(gradient_steps=1, batch_size=self.batch_size)
@@ -382,6 +388,8 @@ class FamO2O(IQLO2O):
     :param reward_scale: rewards are ``reward_scale * r + reward_shift`` (when ``normalize_reward`` is False)
     :param reward_shift: see ``reward_scale``
     :param buffer_size: capacity of the online replay buffer (default: dataset + the first ``learn`` call's steps)
+    :param online_data: add the online transitions to the buffer (``False``: the no-new-data control, see
+        :class:`IQLO2O`)
     :param policy_kwargs: keyword arguments of the policy (:class:`~rlkit.famo2o.policies.FamO2OPolicy`)
     :param tensorboard_log: tensorboard log folder
     :param verbose: verbosity level
@@ -415,6 +423,7 @@ class FamO2O(IQLO2O):
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
         buffer_size: int | None = None,
+        online_data: bool = True,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -446,6 +455,7 @@ class FamO2O(IQLO2O):
             reward_scale=reward_scale,
             reward_shift=reward_shift,
             buffer_size=buffer_size,
+            online_data=online_data,
             policy_kwargs=policy_kwargs,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
