@@ -533,6 +533,7 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
         elif kind == "expert-random":
             assert agent is not None
             _, expert = agent.select(config.medium_fraction)
+            assert config.size is not None  # set from the defaults in __post_init__
             n_expert = max(round(config.expert_share * config.size), 1)
             episodes = collect(
                 env, sac_actor(agent.policy_at(expert)), n_expert, config.seed + 60_000, "expert rollouts", config.progress_bar
