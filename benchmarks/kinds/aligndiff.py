@@ -13,7 +13,8 @@ training (:func:`benchmarks.suite.eval_seed`):
   with 5 target speeds (0.1 ... 0.9, speed alone counting; ``speed_episodes`` rollouts each of
   ``segment_steps`` steps).
 
-Task keys: ``n_tests`` (required: it marks a task of this kind, on which only this kind runs), ``n_segments``, ``segment_steps``, ``speed_episodes`` and ``eval_env_kwargs``
+Task keys: ``n_tests`` (required: it marks a task of this kind, on which only this kind runs),
+``n_segments``, ``segment_steps``, ``speed_episodes`` and ``eval_env_kwargs``
 (keyword arguments of the evaluation env: Hopper's ``terminate_when_unhealthy: false`` follows the
 official evaluation, which ignores ``done``). The record's curve has one point, at the end of
 training, holding those metrics, the ASM's pairwise accuracy on 500 fresh scripted pairs per
@@ -31,6 +32,7 @@ import numpy as np
 
 from benchmarks.suite import RunSpec, eval_seed
 from benchmarks.worker import dataset_id, save_model, split_runner_keys
+from rlkit.aligndiff.aligndiff import AttributeConditioned
 from rlkit.aligndiff.evaluation import CONFLICTING_TARGETS, evaluate_matching, speed_controllability
 from rlkit.envs import make_env
 
@@ -51,9 +53,9 @@ def train(spec: RunSpec) -> dict[str, Any]:
     """Train one run, then evaluate matching (two judges) and speed controllability once."""
     options = {**DEFAULTS, **spec.options}
     kwargs, runner = split_runner_keys(spec)
-    model_cls = spec.entry.load()
+    model_cls: Any = spec.entry.load()
     started = time.perf_counter()
-    model = model_cls(
+    model: AttributeConditioned = model_cls(
         runner.get("policy", "MlpPolicy"), spec.env, dataset=dataset_id(spec), seed=spec.seed, device=spec.device, **kwargs
     )
     model.learn(spec.budget)
@@ -72,7 +74,9 @@ def train(spec: RunSpec) -> dict[str, Any]:
         seed=seed,
         conflicting=spec.env in CONFLICTING_TARGETS,
     )
-    control = speed_controllability(model, env, episodes=options["speed_episodes"], n_steps=options["segment_steps"], seed=seed)
+    control = speed_controllability(
+        model, env, episodes=options["speed_episodes"], n_steps=options["segment_steps"], seed=seed
+    )
     accuracy = model.attribute_accuracy(500, seed=seed)
     point = {
         "step": model.num_timesteps,
@@ -129,9 +133,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     ]
     for (task, algo), runs in sorted(groups.items()):
         finals = [r["final"] for r in runs]
-        accuracy = " / ".join(
-            _pm([f["asm_accuracy"][i] for f in finals], 2) for i in range(len(finals[0]["asm_accuracy"]))
-        )
+        accuracy = " / ".join(_pm([f["asm_accuracy"][i] for f in finals], 2) for i in range(len(finals[0]["asm_accuracy"])))
         lines.append(
             f"| {task} | {algo} | {len(runs)} | {finals[0]['n_samples']} | {_pm([f['area_model'] for f in finals], 3)} | "
             f"{_pm([f['area_physics'] for f in finals], 3)} | {_pm([f['spearman_speed'] for f in finals], 2)} | {accuracy} |"

@@ -80,9 +80,10 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(d_model, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, d_model)
         )
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 6 * d_model))
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
+        modulation = nn.Linear(d_model, 6 * d_model)
+        nn.init.zeros_(modulation.weight)
+        nn.init.zeros_(modulation.bias)
+        self.modulation = nn.Sequential(nn.SiLU(), modulation)
 
     def forward(self, x: th.Tensor, condition: th.Tensor) -> th.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition).chunk(6, dim=-1)
@@ -128,11 +129,11 @@ class DiT1d(nn.Module):
         self.attribute_encoder = AttributeEncoder(n_attributes, n_bins, attribute_embed_dim, d_model)
         self.blocks = nn.ModuleList(DiTBlock(d_model, n_heads, mlp_ratio, dropout) for _ in range(depth))
         self.final_norm = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 2 * d_model))
-        self.final = nn.Linear(d_model, x_dim)
-        for layer in (self.final_modulation[1], self.final):
+        final_modulation, self.final = nn.Linear(d_model, 2 * d_model), nn.Linear(d_model, x_dim)
+        for layer in (final_modulation, self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.final_modulation = nn.Sequential(nn.SiLU(), final_modulation)
 
     def condition(self, c_noise: th.Tensor, bins: th.Tensor, mask: th.Tensor) -> th.Tensor:
         """The conditioning vector ``c`` ``(N, d_model)``."""
