@@ -309,7 +309,8 @@ def test_area_is_099_for_a_perfect_match_0_from_mae_1_and_falls_as_mae_grows():
     assert area_over_thresholds(np.full(10, 3.0)) == 0.0
     areas = [area_over_thresholds(np.full(20, m)) for m in (1e-4, 0.003, 0.02, 0.1, 0.5, 0.99)]
     assert areas == sorted(areas, reverse=True) and areas[0] > areas[-1]
-    # best of segments: a later good segment counts
+    # best of segments: a good segment counts whatever the segments after it
+    assert area_over_thresholds(np.array([[0.0, 1.0]])) == pytest.approx(0.99)
     assert area_over_thresholds(np.array([[1.0, 0.0]])) == pytest.approx(0.99)
     np.testing.assert_allclose(masked_mae(np.array([[0.2, 0.9]]), np.array([[0.5, 0.0]]), np.array([[1, 0]])), [0.3])
     targets, masks = draw_targets(500, 2, np.random.default_rng(0), conflicting=True)
