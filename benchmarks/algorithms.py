@@ -117,3 +117,7 @@ register("IQL+BT-oracle", "rlkit.iql:IQLBT", kind="pearl", peer="IQL")
 register("IQL+RRL-random", "rlkit.iql:IQLBT", kind="pearl", peer="IQL")
 register("IQL+RRL-flip30", "rlkit.iql:IQLBT", kind="pearl", peer="IQL")
 register("IQL+BT-flip30", "rlkit.iql:IQLBT", kind="pearl", peer="IQL")
+register("AlignDiff", "rlkit.aligndiff:AlignDiff", kind="aligndiff", peer="AttributeBC")
+# the same class without candidate selection (n_samples = 1): diffusion alone, no generate-and-select
+register("AlignDiff-n1", "rlkit.aligndiff:AlignDiff", kind="aligndiff", peer="AlignDiff")
+register("AttributeBC", "rlkit.aligndiff:AttributeBC", kind="aligndiff", peer="BC")

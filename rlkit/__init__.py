@@ -1,6 +1,7 @@
 """rlkit: continuous-control RL algorithms as Stable-Baselines3 classes."""
 
 from rlkit.a2pr import A2PR
+from rlkit.aligndiff import AlignDiff, AttributeBC
 from rlkit.bc import BC
 from rlkit.cmorl import CMORL
 from rlkit.data import load_dataset
@@ -34,6 +35,8 @@ __all__ = [
     "PMOEPPO",
     "PMOESAC",
     "TD3BC",
+    "AlignDiff",
+    "AttributeBC",
     "FamO2O",
     "MDPOOff",
     "__version__",

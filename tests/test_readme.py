@@ -30,9 +30,9 @@ def run_block(code: str, monkeypatch, datasets: Path, capsys) -> tuple[dict, str
 
 
 def test_every_python_block_is_tested():
-    tested = ["Environments", "Datasets", "Write your own algorithm"]
+    tested = ["Environments", "Datasets", "Write your own algorithm", "Behaviour customisation (AlignDiff)"]
     families = "Offline-to-online, safe, multi-objective and preference-based RL"
-    assert len(python_blocks()) == sum(len(python_blocks(s)) for s in tested) + len(python_blocks(families)) == 8
+    assert len(python_blocks()) == sum(len(python_blocks(s)) for s in tested) + len(python_blocks(families)) == 9
 
 
 def test_environments_example_runs():
@@ -94,3 +94,12 @@ def test_write_your_own_algorithm_example_trains_and_learns(monkeypatch, dataset
     assert action.shape == (1, 2)
     # 16 full-batch steps take it most of the way from the random policy (-52.6) to the expert (-5.1)
     assert namespace["result"]["return_mean"] > -30, out
+
+
+def test_aligndiff_example_plans_for_its_target(monkeypatch, datasets, capsys):
+    (code,) = python_blocks("Behaviour customisation (AlignDiff)")
+    namespace, out = run_block(code, monkeypatch, datasets, capsys)
+    assert "['speed', 'east'] (2,)" in out
+    model = namespace["model"]
+    assert model.num_timesteps == 100 and model.attributes_ready
+    assert abs(namespace["action"]).max() <= 1

@@ -120,7 +120,7 @@ BAD_INPUTS = [
     (["--algos", "NOPE"], "'NOPE' is not in suite"),
     (["--envs", "Hopper-v9"], "'Hopper-v9' is not in suite"),
     (["--budget", "0"], "--budget must be positive"),
-    (["--suite", "no-such-suite"], "not found; known suites: d4rl, d4rl-local, "),
+    (["--suite", "no-such-suite"], "not found; known suites: a2pr-bimodal, aligndiff-local, d4rl, "),
 ]
 
 

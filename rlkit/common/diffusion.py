@@ -1,15 +1,25 @@
-"""Diffusion policies: the variance-preserving noise schedule, a denoiser with a time embedding, DDPM sampling.
+"""Diffusion models: DDPM action sampling (FISOR) and EDM trajectory planning (AlignDiff).
 
-The pieces follow DDPM (Ho et al., 2020, https://arxiv.org/abs/2006.11239) with
+DDPM part. The pieces follow DDPM (Ho et al., 2020, https://arxiv.org/abs/2006.11239) with
 the discrete variance-preserving schedule of Diffusion-QL / IDQL, as FISOR uses
 them (Zheng et al., ICLR 2024, https://arxiv.org/abs/2401.10700): actions live in
 ``[-1, 1]``, the denoiser predicts the noise ``eps`` from ``(s, a_t, t)``, and
 the sampler clips every reverse step to the action bounds.
+
+EDM part. Karras, Aittala, Aila & Laine, "Elucidating the Design Space of
+Diffusion-Based Generative Models" (NeurIPS 2022, https://arxiv.org/abs/2206.00364),
+as AlignDiff's released code uses it: the preconditioned denoiser
+``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` (Table 1 of Karras et al.), training
+noise levels ``ln sigma ~ N(P_mean, P_std^2)`` with the loss weight
+``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``, the schedule
+``sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` and
+Euler steps of the probability-flow ODE ``dx / dsigma = (x - D(x; sigma)) / sigma``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch as th
 from torch import nn
@@ -201,4 +211,105 @@ def ddpm_sample(
         if i > 0:
             x = x + schedule.betas[i].sqrt() * th.randn(shape, generator=generator, device=obs.device)
         x = x.clamp(-clip, clip)
+    return x
+
+
+# --------------------------------------------------------------------------- EDM (Karras et al., 2022)
+
+
+def edm_preconditioning(sigma: th.Tensor, sigma_data: float) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    """EDM's scalings (Karras et al., 2022, Table 1): ``(c_skip, c_out, c_in, c_noise)`` of each noise level.
+
+    ``c_skip = sigma_d^2 / (sigma_d^2 + sigma^2)``, ``c_out = sigma sigma_d / sqrt(sigma_d^2 + sigma^2)``,
+    ``c_in = 1 / sqrt(sigma_d^2 + sigma^2)``, ``c_noise = ln(sigma) / 4``.
+
+    :param sigma: noise levels (any shape, positive)
+    :param sigma_data: standard deviation of the data ``sigma_d``
+    """
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1.0 / total.sqrt(), sigma.log() / 4.0
+
+
+def edm_loss_weight(sigma: th.Tensor, sigma_data: float) -> th.Tensor:
+    """EDM's loss weight ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2`` (it equals ``1 / c_out^2``).
+
+    :param sigma: noise levels
+    :param sigma_data: standard deviation of the data
+    """
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def edm_denoise(
+    network: Callable[..., th.Tensor], x: th.Tensor, sigma: th.Tensor, sigma_data: float, **condition: th.Tensor
+) -> th.Tensor:
+    """The preconditioned denoiser ``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, **condition)``.
+
+    :param network: the raw network ``F(x_in, c_noise, **condition)``
+    :param x: noisy samples ``(batch, ...)``
+    :param sigma: their noise levels ``(batch,)``
+    :param sigma_data: standard deviation of the data
+    :param condition: further inputs of ``F`` (attribute strengths and masks)
+    :return: the denoised samples, the shape of ``x``
+    """
+    c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, sigma_data)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return c_skip.view(shape) * x + c_out.view(shape) * network(c_in.view(shape) * x, c_noise, **condition)
+
+
+def edm_training_sigmas(
+    n: int, p_mean: float = -1.2, p_std: float = 1.2, device: th.device | str = "cpu", generator: th.Generator | None = None
+) -> th.Tensor:
+    """Training noise levels ``sigma = exp(P_mean + P_std z)``, ``z ~ N(0, 1)``.
+
+    :param n: number of levels
+    :param p_mean: mean of ``ln sigma``
+    :param p_std: standard deviation of ``ln sigma``
+    :param device: device of the result
+    :param generator: torch generator (``None``: the global one)
+    """
+    return (p_mean + p_std * th.randn(n, device=device, generator=generator)).exp()
+
+
+def karras_sigmas(n_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> th.Tensor:
+    """Karras et al.'s noise levels ``sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min``, then ``sigma_N = 0``.
+
+    :param n_steps: ``N``, the number of sampling (Euler) steps
+    :param sigma_min: smallest positive level
+    :param sigma_max: largest level (where sampling starts)
+    :param rho: curvature of the schedule (7)
+    :return: ``(N + 1,)`` float32 levels
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1 sampling step, got {n_steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    ramp = th.linspace(0, 1, n_steps, dtype=th.float64) if n_steps > 1 else th.zeros(1, dtype=th.float64)
+    inv_max, inv_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    sigmas = (inv_max + ramp * (inv_min - inv_max)) ** rho
+    return th.cat([sigmas, th.zeros(1, dtype=th.float64)]).float()
+
+
+@th.no_grad()
+def euler_sample(
+    denoise: Callable[[th.Tensor, th.Tensor], th.Tensor],
+    x: th.Tensor,
+    sigmas: th.Tensor,
+    inpaint: Callable[[th.Tensor], th.Tensor] | None = None,
+) -> th.Tensor:
+    """Euler steps of the probability-flow ODE: ``x <- x + (sigma_{i+1} - sigma_i) (x - D(x; sigma_i)) / sigma_i``.
+
+    :param denoise: ``D(x, sigma)`` with ``sigma`` of shape ``(batch,)``
+    :param x: the start, ``sigma_0``-scaled Gaussian noise ``(batch, ...)``
+    :param sigmas: levels from :func:`karras_sigmas` (the last one 0: the final step returns ``D``)
+    :param inpaint: applied to ``x`` before the first and after every step (fixes known entries)
+    :return: the samples
+    """
+    if inpaint is not None:
+        x = inpaint(x)
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i].to(x.device)
+        denoised = denoise(x, sigma.expand(x.shape[0]))
+        x = x + (sigmas[i + 1].to(x.device) - sigma) * (x - denoised) / sigma
+        if inpaint is not None:
+            x = inpaint(x)
     return x
