@@ -204,7 +204,7 @@ class FastPath:
     def __init__(self, **networks: th.nn.Module) -> None:
         if not networks:
             raise ValueError("FastPath needs at least one network, e.g. FastPath(actor=policy.actor)")
-        self.parameters = {name: list(network.parameters()) for name, network in networks.items()}
+        self.parameters: dict[str, list[th.Tensor]] = {name: list(network.parameters()) for name, network in networks.items()}
 
     def backward(self, loss: th.Tensor, network: str) -> None:
         """Accumulate the gradient of ``loss`` into the parameters of ``network`` only (other leaves keep their ``.grad``).
@@ -227,9 +227,9 @@ class FastPath:
             th._foreach_add_(targets, self.parameters[network], alpha=tau)
 
 
-def fused_like(optimizer: th.optim.Optimizer, optimizer_kwargs: dict[str, Any] | None) -> th.optim.Optimizer:
-    """``optimizer`` rebuilt as fused Adam when the policy's optimizer is (SB3 builds SAC's temperature optimizer
-    as a plain Adam); anything else is returned unchanged.
+def fused_like(optimizer: th.optim.Adam, optimizer_kwargs: dict[str, Any] | None) -> th.optim.Adam:
+    """``optimizer`` (a plain Adam, as SB3 builds SAC's temperature optimizer) rebuilt as fused Adam when the policy's
+    optimizer is fused; otherwise it is returned unchanged.
 
     :param optimizer: an optimizer with empty state (as just built)
     :param optimizer_kwargs: the policy's optimizer keyword arguments
