@@ -8,15 +8,26 @@ that they do not compete for cores). Online algorithms report env steps/s of
 ``learning_starts``); offline ones gradient steps/s of ``learn`` on a dataset of
 ``--dataset-size`` transitions, next to SB3 TD3's ``train`` step on a replay
 buffer holding the same transitions, with the same batch and network sizes.
+A case named ``ALGO/update`` measures the update alone: gradient steps/s of
+``train`` after the same warm-up (for PEBBLE and PARL, continued until the
+first reward learning, so that it is the SAC inner loop on the learned reward),
+against the peer's ``train`` (``SAC/update``). PEBBLE and PARL themselves count
+env steps/s of ``learn`` with everything in it: collection, the unsupervised
+phase, queries, reward learning, relabelling and SAC's updates.
 The table gives the ratio to the peer: > 1 is faster. With ``--repeats N`` every
 measurement is taken N times in interleaved rounds and the median counts, so
 that a change of machine load between rounds does not bias the ratio.
+
+A new algorithm gets its speed case by an entry in :data:`SPEED_CASES` (its peer
+is the one registered in :mod:`benchmarks.algorithms`); an offline algorithm
+that takes a second dataset names that argument in :data:`EXTRA_DATASETS`.
 
 Examples::
 
     python -m benchmarks.speed                       # every case -> results/speed/
     python -m benchmarks.speed --algos SAC PPO --steps 1000 --device cuda --out results/gpu/speed
     python -m benchmarks.speed --algos PMOEPPO --steps 4096 --repeats 3 --out results/speed-pmoe
+    python -m benchmarks.speed --algos PEBBLE PARL PEBBLE/update PARL/update --repeats 5 --out results/speed-pbrl
 """
 
 from __future__ import annotations
@@ -50,6 +61,10 @@ from rlkit.envs import make_env
 OFF_POLICY = {"learning_starts": 500, "policy_kwargs": {"net_arch": [256, 256]}}
 OFFLINE = {"batch_size": 256, "policy_kwargs": {"net_arch": [256, 256]}}
 ON_POLICY = {"n_steps": 1024, "batch_size": 64, "policy_kwargs": {"net_arch": [64, 64]}}
+# SAC's case, with the phases of preference learning inside the measured steps: the unsupervised phase ends at
+# 800 steps, the first reward learning (a critic reset and 100 updates) follows the first episode's end (1000
+# steps on HalfCheetah), then 10 queries every 500 steps
+PREFERENCE = {**OFF_POLICY, "unsup_steps": 300, "num_interact": 500, "reward_batch": 10, "reset_update": 100}
 
 #: algorithm -> constructor kwargs; the peer is measured with its own entry here
 SPEED_CASES: dict[str, dict[str, Any]] = {
@@ -61,6 +76,12 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "MDPOOff": OFF_POLICY,
     "PMOESAC": OFF_POLICY,
     "PMOEPPO": ON_POLICY,
+    "PEBBLE": PREFERENCE,
+    "PARL": PREFERENCE,
+    # the updates alone (gradient steps/s of ``train``): SAC's, and SAC's inner loop of PEBBLE and PARL
+    "SAC/update": OFF_POLICY,
+    "PEBBLE/update": PREFERENCE,
+    "PARL/update": PREFERENCE,
     "BC": OFFLINE,
     "TD3BC": OFFLINE,
     "IQL": OFFLINE,
@@ -73,7 +94,37 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "OPPO": {"n_labels": 500, "batch_size": 64, "network_size": "cpu"},
     # IQL's step on learned rewards (the reward model is fitted at construction, outside the measurement)
     "IQL+BT": {**OFFLINE, "n_labels": 500},
+    # PEARL's learner: IQL on labels transferred from a source dataset (the alignment runs at construction, outside
+    # the measurement); 500 source labels
+    "PEARL": {**OFFLINE, "n_labels": 500},
 }
+
+
+#: offline algorithms that take a second dataset: the argument, given a random dataset of the same size (seed 1)
+EXTRA_DATASETS: dict[str, tuple[str, ...]] = {"PEARL": ("source_dataset",)}
+
+#: env steps that an update case may add to its warm-up until the first reward learning
+REWARD_WARMUP_LIMIT = 5000
+
+
+def case_algorithm(name: str) -> str:
+    """The algorithm of a case: ``PEBBLE`` for ``PEBBLE/update``."""
+    return name.partition("/")[0]
+
+
+def case_peer(name: str) -> str:
+    """The peer case of a case: the algorithm's registered peer, in the same mode (``SAC/update`` for ``PEBBLE/update``)."""
+    algorithm, separator, mode = name.partition("/")
+    return algorithms.get(algorithm).peer + separator + mode
+
+
+def _update_rate(model: BaseAlgorithm, steps: int) -> float:
+    """Gradient steps/s of ``model.train`` (after 50 unmeasured steps), at the model's batch size."""
+    batch_size = model.batch_size  # type: ignore[attr-defined]
+    model.train(gradient_steps=50, batch_size=batch_size)  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    model.train(gradient_steps=steps, batch_size=batch_size)  # type: ignore[attr-defined]
+    return steps / (time.perf_counter() - start)
 
 
 def random_dataset(env: gym.Env, size: int, seed: int = 0) -> OfflineDataset:
@@ -137,7 +188,8 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
     replay buffer holding the same transitions).
     """
     th.set_num_threads(threads)
-    entry = algorithms.get(name)
+    entry = algorithms.get(case_algorithm(name))
+    update_only = name.endswith("/update")
     kwargs = resolve_hyperparams(SPEED_CASES[name])
     env = make_env(env_id)
     predict_rate = None
@@ -146,12 +198,20 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
     else:
         if dataset_size > 0:
             kwargs["dataset"] = random_dataset(env, dataset_size)
+            for argument in EXTRA_DATASETS.get(name, ()):
+                kwargs[argument] = random_dataset(env, dataset_size, seed=1)
         model = entry.load()("MlpPolicy", env, seed=0, device=device, **kwargs)
         warmup = max(kwargs.get("learning_starts", 0) + 200, kwargs.get("n_steps", 0))
         model.learn(warmup)
-        start = time.perf_counter()
-        model.learn(steps, reset_num_timesteps=False)
-        rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
+        if update_only:
+            # PEBBLE and PARL: on to the first reward learning, after which train() is SAC's inner loop on r_hat
+            while getattr(model, "reward_learned", True) is False and model.num_timesteps < warmup + REWARD_WARMUP_LIMIT:
+                model.learn(100, reset_num_timesteps=False)
+            rate = _update_rate(model, steps)
+        else:
+            start = time.perf_counter()
+            model.learn(steps, reset_num_timesteps=False)
+            rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
         if dataset_size > 0:
             predict_rate = _predict_rate(model, kwargs["dataset"].observations[:PREDICT_CALLS])
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -160,7 +220,7 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
         "algo": name + (" (train step)" if dataset_size > 0 and not entry.needs_data else ""),
         "rate": rate,
         "predict_rate": predict_rate,
-        "unit": "grad_steps_per_s" if dataset_size > 0 else "env_steps_per_s",
+        "unit": "grad_steps_per_s" if dataset_size > 0 or update_only else "env_steps_per_s",
         "peak_rss_mib": peak_rss_mib,
         "peak_cuda_mib": peak_cuda_mib,
         "device": str(model.device),
@@ -226,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def offline(name: str) -> bool:
-        return algorithms.get(name).needs_data
+        return algorithms.get(case_algorithm(name)).needs_data
 
-    # (algorithm, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
-    needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (algorithms.get(a).peer, offline(a)))))
+    # (case, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
+    needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (case_peer(a), offline(a)))))
     start = time.perf_counter()
     runs: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     # Interleaved rounds: a change of machine load between rounds affects an algorithm and its peer alike
@@ -244,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = {key: _median_run(results) for key, results in runs.items()}
     rows = []
     for name in args.algos:
-        mine, peer = measured[name, offline(name)], measured[algorithms.get(name).peer, offline(name)]
+        mine, peer = measured[name, offline(name)], measured[case_peer(name), offline(name)]
         rows.append(
             {
                 **mine,

@@ -124,6 +124,44 @@ def test_one_expert_gives_exactly_sac_losses_and_updates():
     assert th.equal(sac.log_ent_coef, model.log_ent_coef)
 
 
+def _digest(module: th.nn.Module) -> list[float]:
+    """Six fixed random projections of all the parameters, and the first three."""
+    values = th.cat([p.detach().double().flatten() for p in module.parameters()]).numpy()
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(6, values.size)) / np.sqrt(values.size)
+    return [*(signs @ values), *values[:3]]
+
+
+# Parameters after a fixed run, computed with the update before it moved onto the fast path (commit b816136):
+# the fast path must not change what the update computes
+PMOE_SAC_REFERENCE = [-0.097284648, -0.019605213, -0.163037327, 0.081182689, 0.038480143, -0.192228201]
+PMOE_SAC_REFERENCE += [-0.002889918, 0.268820614, -0.412516505]
+PMOE_PPO_REFERENCE = [0.02267668, 0.445756191, 0.38796024, 0.106333452, 0.445898498, -0.297438772]
+PMOE_PPO_REFERENCE += [0.000423704, 0.002234417, 0.000455731]
+
+
+def test_pmoe_sac_updates_give_the_same_parameters_as_before_the_fast_path():
+    model = PMOESAC(
+        "MlpPolicy", PointReachEnv(), learning_starts=100, batch_size=32, n_experts=3,
+        policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu",
+    )  # fmt: skip
+    model.learn(100)  # random warm-up transitions only
+    model.set_logger(configure(None, []))
+    th.manual_seed(1)
+    np.random.seed(1)
+    model.train(gradient_steps=5, batch_size=32)
+    np.testing.assert_allclose(_digest(model.policy), PMOE_SAC_REFERENCE, rtol=0, atol=1e-6)
+    assert model.log_ent_coef.item() == pytest.approx(-0.0014994118, abs=1e-6)
+
+
+def test_pmoe_ppo_updates_give_the_same_parameters_as_before_the_fast_path():
+    model = PMOEPPO(
+        "MlpPolicy", PointReachEnv(), n_steps=64, batch_size=16, n_epochs=2, n_experts=3,
+        policy_kwargs=dict(net_arch=[16, 16], q_net_arch=[16]), seed=0, device="cpu",
+    )  # fmt: skip
+    model.learn(128)
+    np.testing.assert_allclose(_digest(model.policy), PMOE_PPO_REFERENCE, rtol=0, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- the PMOE-SAC estimator
 
 

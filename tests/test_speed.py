@@ -31,3 +31,20 @@ def test_offline_ratio_with_repeats(tmp_path):
     assert len(row["rates"]) == len(row["peer_rates"]) == 2
     assert row["ratio"] == row["rate"] / row["peer_rate"]
     assert "repeats: 2" in (out / "table.md").read_text()
+
+
+def test_every_case_has_its_peer_in_the_same_mode():
+    for name in speed.SPEED_CASES:
+        assert speed.case_peer(name) in speed.SPEED_CASES, name
+    assert speed.case_peer("PEBBLE/update") == "SAC/update" and speed.case_algorithm("PARL/update") == "PARL"
+    assert speed.case_peer("OPPO") == "IQL" and speed.case_peer("PEARL") == "IQL"
+
+
+def test_update_rate_times_train_alone():
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, batch_size=8, policy_kwargs={"net_arch": [8]}, device="cpu")
+    model.learn(30)
+    updates = model._n_updates
+    assert speed._update_rate(model, steps=5) > 0
+    assert model._n_updates == updates + 55 and model.num_timesteps == 30

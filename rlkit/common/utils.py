@@ -173,3 +173,69 @@ class FlatParameters:
         norm = th.linalg.vector_norm(self.grad)
         self.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
         return norm
+
+
+class FastPath:
+    """The fast path of an update: its networks' parameter lists, read once, and the operations that use them.
+
+    On the small networks of RL, run on the CPU, a gradient step spends much of its
+    time outside the matrix products: in Python loops over parameter tensors, and in
+    gradients that are computed and then thrown away. The off-policy family (MDPOOff,
+    PMOE-SAC, SAC's inner loop of PEBBLE and PARL, the offline critics) shares these
+    remedies, none of which changes a number of the update:
+
+    * :meth:`backward` computes the gradient of a loss for the named network's
+      parameters only: an actor loss differentiates through the critic, but the
+      critic's weight gradients (which SB3 computes and then zeroes before the critic's
+      next step) are never formed;
+    * :meth:`soft_update` is SB3's ``polyak_update`` as two multi-tensor operations
+      (the same multiplication and addition per element, in one call each);
+    * the optimizers are fused Adam (:func:`fused_adam_kwargs`; SAC's temperature too,
+      :func:`fused_like`).
+
+    The parameter lists are read at construction. Moving the networks (``.to``),
+    loading a state dict or re-initialising layers in place keeps the parameter
+    objects, and so the lists; an algorithm that replaces a network builds a new
+    ``FastPath``.
+
+    :param networks: the networks by name, e.g. ``actor=policy.actor, critic=policy.critic``
+    """
+
+    def __init__(self, **networks: th.nn.Module) -> None:
+        if not networks:
+            raise ValueError("FastPath needs at least one network, e.g. FastPath(actor=policy.actor)")
+        self.parameters: dict[str, list[th.Tensor]] = {name: list(network.parameters()) for name, network in networks.items()}
+
+    def backward(self, loss: th.Tensor, network: str) -> None:
+        """Accumulate the gradient of ``loss`` into the parameters of ``network`` only (other leaves keep their ``.grad``).
+
+        :param loss: a scalar loss
+        :param network: the name of the network whose parameters get the gradient
+        """
+        loss.backward(inputs=self.parameters[network])
+
+    def soft_update(self, network: str, target: str, tau: float) -> None:
+        """theta_target <- (1 - tau) theta_target + tau theta, for every parameter: SB3's ``polyak_update``.
+
+        :param network: the name of the online network
+        :param target: the name of its target network
+        :param tau: the soft update coefficient, in [0, 1]
+        """
+        with th.no_grad():
+            targets = self.parameters[target]
+            th._foreach_mul_(targets, 1 - tau)
+            th._foreach_add_(targets, self.parameters[network], alpha=tau)
+
+
+def fused_like(optimizer: th.optim.Adam, optimizer_kwargs: dict[str, Any] | None) -> th.optim.Adam:
+    """``optimizer`` (a plain Adam, as SB3 builds SAC's temperature optimizer) rebuilt as fused Adam when the policy's
+    optimizer is fused; otherwise it is returned unchanged.
+
+    :param optimizer: an optimizer with empty state (as just built)
+    :param optimizer_kwargs: the policy's optimizer keyword arguments
+    :return: the fused optimizer over the same parameters and learning rate, or ``optimizer``
+    """
+    if type(optimizer) is not th.optim.Adam or not (optimizer_kwargs or {}).get("fused", False):
+        return optimizer
+    group = optimizer.param_groups[0]
+    return th.optim.Adam(group["params"], lr=group["lr"], fused=True)

@@ -9,12 +9,13 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import polyak_update, update_learning_rate
+from stable_baselines3.common.utils import update_learning_rate
 from torch.nn import functional as F
 
 from rlkit.common.buffers import OfflineReplayBufferSamples
 from rlkit.common.networks import GaussianActor, ValueNetwork
 from rlkit.common.offline import OfflineAlgorithm
+from rlkit.common.utils import FastPath
 from rlkit.data.minari import OfflineDataset
 from rlkit.iql.policies import IQLPolicy, MlpPolicy
 
@@ -130,6 +131,8 @@ class IQL(OfflineAlgorithm):
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
         self.value = self.policy.value
+        # The off-policy family's fast path: one-call target updates
+        self.fast_path = FastPath(critic=self.critic, critic_target=self.critic_target)
 
     def _reward_transform(self, dataset: OfflineDataset) -> tuple[float, float]:
         if not self.normalize_reward:
@@ -171,7 +174,7 @@ class IQL(OfflineAlgorithm):
         self.critic.optimizer.zero_grad()
         critic_loss.backward()
         self.critic.optimizer.step()
-        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        self.fast_path.soft_update("critic", "critic_target", self.tau)
         return advantage.detach(), value_loss.item(), critic_loss.item()
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
@@ -216,7 +219,7 @@ class IQL(OfflineAlgorithm):
         return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "value"]
+        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "value", "fast_path"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer", "value.optimizer"], []

@@ -16,17 +16,17 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
-from rlkit.common.utils import CheckedArguments, check_box_action_space
+from rlkit.common.fast_sac import FastSAC
+from rlkit.common.utils import CheckedArguments, FastPath, check_box_action_space
 from rlkit.mdpo.policies import MDPOOffPolicy, StateValueCritic
 
 SelfMDPOOff = TypeVar("SelfMDPOOff", bound="MDPOOff")
 
 
-class MDPOOff(CheckedArguments, EvaluateMixin, SAC):
+class MDPOOff(CheckedArguments, EvaluateMixin, FastSAC):
     """
     Off-policy Mirror Descent Policy Optimization (MDPO).
 
@@ -201,6 +201,11 @@ class MDPOOff(CheckedArguments, EvaluateMixin, SAC):
         self.value_net = self.policy.value_net
         self.value_target = self.policy.value_target
 
+    def _make_fast_path(self) -> FastPath:
+        if self.value_net is None or self.value_target is None:
+            return super()._make_fast_path()
+        return FastPath(actor=self.actor, value_net=self.value_net, value_target=self.value_target)
+
     def _sample_action(
         self,
         learning_starts: int,
@@ -271,7 +276,7 @@ class MDPOOff(CheckedArguments, EvaluateMixin, SAC):
 
             actor_loss, extras = self._actor_loss(replay_data.observations)
             self.actor.optimizer.zero_grad()
-            actor_loss.backward()
+            self.fast_path.backward(actor_loss, "actor")
             self.actor.optimizer.step()
 
             with th.no_grad():
@@ -300,9 +305,9 @@ class MDPOOff(CheckedArguments, EvaluateMixin, SAC):
 
             if gradient_step % self.target_update_interval == 0:
                 if self.value_net is not None and self.value_target is not None:
-                    polyak_update(self.value_net.parameters(), self.value_target.parameters(), self.tau)
+                    self.fast_path.soft_update("value_net", "value_target", self.tau)
                 else:
-                    polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                    self.fast_path.soft_update("critic", "critic_target", self.tau)
                     polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
             actor_losses.append(actor_loss.item())

@@ -10,16 +10,15 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.sac import SAC
 from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
+from rlkit.common.fast_sac import FastSAC
 from rlkit.common.utils import CheckedArguments, check_box_action_space
 from rlkit.pmoe.policies import (
     PMOEActor,
     PMOESACPolicy,
     check_deterministic_expert,
-    frozen_parameters,
     gather_expert,
     merge_mixture_kwargs,
 )
@@ -40,7 +39,7 @@ class PMOELosses(NamedTuple):
     best_index: th.Tensor
 
 
-class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
+class PMOESAC(CheckedArguments, EvaluateMixin, FastSAC):
     """
     PMOE-SAC: Soft Actor-Critic with a probabilistic mixture-of-experts (Gaussian mixture) policy.
 
@@ -62,8 +61,9 @@ class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
        k*(s) = argmax_k Q_k(s);
     3. actor loss: L_pi = mean_s [ ent_coef * l_{k*} - Q_{k*}(s) ]: only the best expert (and the
        shared trunk) gets a gradient. It is computed with a second critic call on the B best
-       actions only, with the critic's weights frozen: the same gradient as back-propagating
-       through the selection in step 2, without a backward pass through the B * K evaluations;
+       actions only, back-propagated into the actor's parameters only (no critic weight
+       gradients): the same gradient as back-propagating through the selection in step 2,
+       without a backward pass through the B * K evaluations;
     4. routing ("frequency") loss: L_alpha = MSE(alpha(s), onehot(k*(s))), the mean over the batch
        and the K weights; its minimiser is alpha_k(s) = P(k is the best expert | s). The mixing
        layer reads the detached trunk, so L_alpha trains the mixing layer only;
@@ -235,10 +235,10 @@ class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
         """The actor loss through the best expert and the routing (frequency) loss.
 
         The K samples are scored in ONE batched critic call, without gradient; the actor loss
-        then evaluates the critic once more on the B best actions only, with the critic's
-        parameters frozen. This is the gradient of back-propagating through the argmax
-        selection of the K scores, at a fraction of the cost (no backward pass through the
-        B * K critic evaluations, no critic weight gradients).
+        then evaluates the critic once more on the B best actions only (``train`` back-propagates
+        it into the actor's parameters only). This is the gradient of back-propagating through
+        the argmax selection of the K scores, at a fraction of the cost (no backward pass through
+        the B * K critic evaluations, no critic weight gradients).
 
         :param observations: the states s, batch of size B
         :param expert_actions: one reparameterised action per expert, shape ``(B, K, action_dim)``
@@ -252,8 +252,7 @@ class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
             repeated_obs = observations.repeat_interleave(n_experts, dim=0)
             q_values = th.cat(self.critic(repeated_obs, expert_actions.reshape(batch_size * n_experts, -1)), dim=1)
             best_index = th.min(q_values, dim=1).values.reshape(batch_size, n_experts).argmax(dim=1)
-        with frozen_parameters(self.critic):
-            best_q_values = th.cat(self.critic(observations, gather_expert(expert_actions, best_index)), dim=1)
+        best_q_values = th.cat(self.critic(observations, gather_expert(expert_actions, best_index)), dim=1)
         best_q = th.min(best_q_values, dim=1, keepdim=True).values
         best_log_prob = expert_log_prob.gather(1, best_index.unsqueeze(1))
         actor_loss = (ent_coef * best_log_prob - best_q).mean()
@@ -298,11 +297,11 @@ class PMOESAC(CheckedArguments, EvaluateMixin, SAC):
                 step_stats["ent_coef_loss"] = ent_coef_loss.detach()
 
             self.actor.optimizer.zero_grad()
-            (losses.actor_loss + losses.routing_loss).backward()
+            self.fast_path.backward(losses.actor_loss + losses.routing_loss, "actor")
             self.actor.optimizer.step()
 
             if gradient_step % self.target_update_interval == 0:
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                self.fast_path.soft_update("critic", "critic_target", self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
             for key, value in step_stats.items():

@@ -23,8 +23,6 @@ a trained model with ``model.deterministic_expert = "sample"`` (``save`` keeps i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch as th
@@ -111,25 +109,6 @@ def gather_expert(values: th.Tensor, index: th.Tensor) -> th.Tensor:
     :return: the selected values, shape ``(batch, ...)``
     """
     return values[th.arange(values.shape[0], device=values.device), index]
-
-
-@contextmanager
-def frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Turn off ``requires_grad`` of the module's parameters inside the block, then restore it.
-
-    Gradients still flow through the module to its inputs; its weights get none.
-
-    :param module: the module to freeze
-    """
-    parameters = list(module.parameters())
-    flags = [param.requires_grad for param in parameters]
-    for param in parameters:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in zip(parameters, flags, strict=True):
-            param.requires_grad_(flag)
 
 
 class PMOEActor(BasePolicy):

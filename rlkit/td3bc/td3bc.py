@@ -13,6 +13,7 @@ from stable_baselines3.td3.policies import Actor
 from torch.nn import functional as F
 
 from rlkit.common.offline import OfflineAlgorithm
+from rlkit.common.utils import FastPath
 from rlkit.data.minari import OfflineDataset
 from rlkit.td3bc.policies import MlpPolicy, TD3BCPolicy
 
@@ -118,6 +119,10 @@ class TD3BC(OfflineAlgorithm):
         self.critic_batch_norm_stats = get_parameters_by_name(self.critic, ["running_"])
         self.actor_batch_norm_stats_target = get_parameters_by_name(self.actor_target, ["running_"])
         self.critic_batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"])
+        # The off-policy family's fast path: the actor loss's gradient for the actor only, one-call target updates
+        self.fast_path = FastPath(
+            actor=self.actor, actor_target=self.actor_target, critic=self.critic, critic_target=self.critic_target
+        )
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)
@@ -154,11 +159,11 @@ class TD3BC(OfflineAlgorithm):
                 actor_losses.append(actor_loss.item())
                 bc_losses.append(bc_loss.item())
                 self.actor.optimizer.zero_grad()
-                actor_loss.backward()
+                self.fast_path.backward(actor_loss, "actor")
                 self.actor.optimizer.step()
 
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+                self.fast_path.soft_update("critic", "critic_target", self.tau)
+                self.fast_path.soft_update("actor", "actor_target", self.tau)
                 polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)
                 polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
 
@@ -190,6 +195,7 @@ class TD3BC(OfflineAlgorithm):
             "critic_batch_norm_stats",
             "actor_batch_norm_stats_target",
             "critic_batch_norm_stats_target",
+            "fast_path",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
