@@ -151,6 +151,25 @@ def test_phases_feedback_budget_and_relabelling(algo):
     assert all(not th.equal(a, b) for a, b in zip(critic_before, model.critic.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("max_feedback", [25, 4])
+def test_last_query_batch_is_trimmed_to_max_feedback(max_feedback):
+    """Rounds of 10 queries under a budget of 25 ask 10, 10, then 5; a budget of 4 asks 4 in the first round."""
+    model = _make(PEBBLE, num_interact=60, max_feedback=max_feedback, query_scheme="entropy")
+    rounds = []
+    original = model._ask_teacher
+
+    def recording(scheme: str) -> Any:
+        before = model.total_feedback
+        result = original(scheme)
+        rounds.append(model.total_feedback - before)
+        return result
+
+    model._ask_teacher = recording  # type: ignore[method-assign]
+    model.learn(500)
+    assert rounds == ([10, 10, 5] if max_feedback == 25 else [4])
+    assert model.total_feedback == len(model.preference_data) == max_feedback
+
+
 def test_intrinsic_reward_is_the_knn_distance_over_its_std():
     model = _make(PEBBLE, topk=2)
     model.learn(60)
