@@ -186,36 +186,130 @@ def _flat(module: th.nn.Module) -> th.Tensor:
     return th.cat([param.detach().flatten() for param in module.parameters()])
 
 
-def test_parl_reward_step_adds_the_clipped_hypergradient_correction_to_the_fit():
-    """PARL's upper step is PEBBLE's fit followed by ``correction_lr`` times the hypergradient correction, its norm
-    clipped to ``correction_clip``. The fit is replayed without the correction from the same reward model, optimizer
-    and random state; the difference must be exactly the clipped correction computed at the fitted reward.
-    Removing the correction, flipping its sign or dropping the clip fails the test.
+def test_parl_reward_step_is_the_fit_plus_the_correction_at_a_ratio_of_the_fit():
+    """PARL's upper step is PEBBLE's fit plus a step along the hypergradient correction taken at the pre-fit reward,
+    its norm ``correction_ratio`` times the fit's. The fit is replayed without the correction from the same reward
+    model, optimizer and random state; the difference must be exactly that step. Removing or zeroing the correction,
+    flipping its sign or taking it at the fitted reward fails the test.
     """
-    model = _make(PARL, correction_lr=1.0, correction_clip=0.05)
+    model = _make(PARL, correction_ratio=0.7)
     model.learn(300)
     assert model.reward_learned
     segments0, segments1, targets = model._ask_teacher("uniform")
     assert len(targets) > 1
-    saved = [
-        copy.deepcopy(x)
-        for x in (model.reward_model.state_dict(), model.reward_model.optimizer.state_dict(), model.preference_rng)
-    ]
+    keys = ("preference_rng", "hypergradient_rng", "heldout_rng")
+    saved = [copy.deepcopy(model.reward_model.state_dict()), copy.deepcopy(model.reward_model.optimizer.state_dict())]
+    rngs = {key: copy.deepcopy(getattr(model, key)) for key in keys}
+
+    def restore() -> None:
+        model.reward_model.load_state_dict(saved[0])
+        model.reward_model.optimizer.load_state_dict(saved[1])
+        for key in keys:
+            setattr(model, key, copy.deepcopy(rngs[key]))
+
+    before = _flat(model.reward_model)
     model._fit_reward(segments0, segments1, targets)
     corrected = _flat(model.reward_model)
+    logged = dict(model.logger.name_to_value)
 
-    model.reward_model.load_state_dict(saved[0])
-    model.reward_model.optimizer.load_state_dict(saved[1])
-    model.preference_rng = copy.deepcopy(saved[2])
+    restore()
+    terms = model.hypergradient_terms(segments0, segments1, targets, *model.sample_lower_batch())
+    correction = th.cat([c.flatten() for c in terms.correction])
+    restore()
     model.use_correction = False
     model._fit_reward(segments0, segments1, targets)
     fitted = _flat(model.reward_model)
-    correction = th.cat([c.flatten() for c in model._correction(segments0, segments1, targets)])
 
-    assert model.logger.name_to_value["parl/correction_norm"] > 0.05  # the clip is active
-    assert correction.norm().item() == pytest.approx(0.05, rel=1e-4)
-    th.testing.assert_close(corrected, fitted + correction, atol=1e-6, rtol=1e-5)
-    assert (corrected - fitted).norm().item() > 0.04
+    fit_step = fitted - before
+    assert correction.norm() > 0
+    expected = fitted + 0.7 * fit_step.norm() * correction / correction.norm()
+    th.testing.assert_close(corrected, expected, atol=1e-6, rtol=1e-5)
+    assert logged["parl/correction_to_fit"] == pytest.approx(0.7, rel=1e-5)
+    assert (corrected - fitted).norm().item() == pytest.approx(0.7 * fit_step.norm().item(), rel=1e-4)
+    assert {"parl/heldout_accuracy", "parl/heldout_accuracy_change", "parl/damping", "parl/curvature_scale"} <= set(logged)
+
+
+def _reference_lower_gradient(
+    model: PARL, reward: th.nn.Module, batch: Any, noise: th.Tensor, next_noise: th.Tensor
+) -> th.Tensor:
+    """grad_theta V written differently: SGD (torch.optim) steps a copy of the critic on targets of ``reward``,
+    then SAC's actor objective is differentiated with tanh-Gaussian log-densities from ``torch.distributions``."""
+    ent_coef = float(th.exp(model.log_ent_coef.detach()))
+
+    def squashed(states: th.Tensor, eps: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        mean, log_std, _ = model.actor.get_action_dist_params(states)
+        base = th.distributions.Normal(mean, log_std.exp())
+        dist = th.distributions.TransformedDistribution(base, [th.distributions.TanhTransform()])
+        pre = mean + log_std.exp() * eps
+        return th.tanh(pre), base.log_prob(pre).sum(-1) - dist.transforms[0].log_abs_det_jacobian(pre, None).sum(-1)
+
+    critic = copy.deepcopy(model.critic)
+    with th.no_grad():
+        next_actions, next_log_prob = squashed(batch.next_observations, next_noise)
+        next_q = th.min(*model.critic_target(batch.next_observations, next_actions)).reshape(-1)
+        y = reward(batch.observations, batch.actions) + model.gamma * (1 - batch.dones.reshape(-1)) * (
+            next_q - ent_coef * next_log_prob
+        )
+    sgd = th.optim.SGD(critic.parameters(), lr=model.critic.optimizer.param_groups[0]["lr"])
+    loss = sum(0.5 * ((q.reshape(-1) - y) ** 2).mean() for q in critic(batch.observations, batch.actions))
+    sgd.zero_grad()
+    loss.backward()
+    sgd.step()
+    actions, log_prob = squashed(batch.observations, noise)
+    value = (th.min(*critic(batch.observations, actions)).reshape(-1) - ent_coef * log_prob).mean()
+    grads = th.autograd.grad(value, list(model.actor.parameters()), create_graph=True)
+    return th.cat([g.flatten() for g in grads])
+
+
+def test_parl_correction_is_the_implicit_hypergradient_of_the_unrolled_actor_objective():
+    """The correction equals M^T (-H + lambda I)^-1 grad_theta G built from a reference written differently: H by
+    differentiating the reference grad_theta V, M by central differences of it in nu (the critic stepped by
+    torch.optim.SGD on the perturbed reward), lambda = damping times max |eig H| (eigvalsh). Tiny networks, a large
+    critic lr so that the unrolled step matters (float32: SB3's policies cast observations to it). Taking H from the
+    un-stepped critic, a fixed damping, a mixed term that does not reach nu, or a sign flip fails the test.
+    """
+    model = _make(PARL, policy_kwargs=dict(net_arch=[4]), reward_net_arch=[4], reward_ensemble_size=2)
+    model.learn(300)
+    model.critic.optimizer.param_groups[0]["lr"] = 1.0  # the unrolled step's eta
+    model.damping, model.cg_iters, model.power_iters, model.hypergradient_batch = 1.5, 400, 400, 16
+    segments0, segments1, targets = model._ask_teacher("uniform")
+    batch, noise, next_noise = model.sample_lower_batch()
+    terms = model.hypergradient_terms(segments0, segments1, targets, batch, noise, next_noise)
+
+    theta = list(model.actor.parameters())
+    upper = model.upper_objective(segments0, segments1, targets)
+    g = th.cat([x.flatten() for x in th.autograd.grad(upper, theta, allow_unused=False)])
+    reward = model.reward_model.reward
+    lower_grad = _reference_lower_gradient(model, reward, batch, noise, next_noise)
+    hessian = th.stack(
+        [
+            th.cat([x.flatten() for x in th.autograd.grad(lower_grad[i], theta, retain_graph=True)])
+            for i in range(len(lower_grad))
+        ]
+    )
+    hessian = 0.5 * (hessian + hessian.T)
+    lam = 1.5 * th.linalg.eigvalsh(hessian).abs().max()
+    v = th.linalg.solve(-hessian.double() + lam.double() * th.eye(len(g), dtype=th.float64), g.detach().double()).float()
+
+    nu = list(model.reward_model.parameters())
+    flat_nu = th.cat([p.detach().flatten() for p in nu])
+    reference = th.zeros_like(flat_nu)
+    eps = 3e-3
+    for j in range(len(flat_nu)):
+        values: list[th.Tensor] = []
+        for sign in (1.0, -1.0):
+            shifted = flat_nu.clone()
+            shifted[j] += sign * eps
+            th.nn.utils.vector_to_parameters(shifted, nu)
+            values.append(_reference_lower_gradient(model, reward, batch, noise, next_noise).detach().double())
+        reference[j] = float((values[0] - values[1]) @ v.double()) / (2 * eps)
+    th.nn.utils.vector_to_parameters(flat_nu, nu)
+
+    correction = th.cat([c.flatten() for c in terms.correction])
+    assert terms.damping == pytest.approx(float(lam), rel=1e-3)
+    assert terms.residual < 1e-3
+    assert reference.norm() > 1e-4
+    assert float((correction - reference).norm() / reference.norm()) < 3e-2  # central differences in float32: ~1%
 
 
 #: the SAC settings of the toy learning test, shared by the oracle and the preference learners

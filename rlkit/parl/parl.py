@@ -132,6 +132,7 @@ class PARL(PEBBLE):
         super().__init__(policy, env, **kwargs)
         seed = kwargs.get("seed")
         self.heldout_rng = np.random.default_rng(None if seed is None else seed + 2)
+        self.hypergradient_rng = np.random.default_rng(None if seed is None else seed + 3)
 
     def _query_episodes(self) -> list[Episode]:
         """The episodes finished since the previous query round (at least the latest one)."""
@@ -222,13 +223,34 @@ class PARL(PEBBLE):
         q_values = functional_call(self.critic, critic_params, (states, actions))
         return (th.min(th.cat(q_values, dim=1), dim=1).values - self._ent_coef() * log_prob).mean()
 
-    def hypergradient_terms(self, segments0: Segments, segments1: Segments, targets: np.ndarray) -> Hypergradient:
-        """Both hypergradient terms at the current (nu, theta), on these pairs and a fresh replay batch."""
+    def sample_lower_batch(self) -> tuple[ReplayBufferSamples, th.Tensor, th.Tensor]:
+        """A replay batch of ``hypergradient_batch`` transitions and the two noises of V (own generator)."""
         size = self.replay_buffer.buffer_size if self.replay_buffer.full else self.replay_buffer.pos
-        index = self.preference_rng.integers(size, size=self.hypergradient_batch)
+        index = self.hypergradient_rng.integers(size, size=self.hypergradient_batch)
         batch = self.replay_buffer._get_samples(index, env=self._vec_normalize_env)
-        action_dim = batch.actions.shape[-1]
-        noise, next_noise = (self._tensor(self.preference_rng.standard_normal((len(index), action_dim))) for _ in range(2))
+        shape = (len(index), batch.actions.shape[-1])
+        noise, next_noise = (self._tensor(self.hypergradient_rng.standard_normal(shape)) for _ in range(2))
+        return batch, noise, next_noise
+
+    def hypergradient_terms(
+        self,
+        segments0: Segments,
+        segments1: Segments,
+        targets: np.ndarray,
+        batch: ReplayBufferSamples,
+        noise: th.Tensor,
+        next_noise: th.Tensor,
+    ) -> Hypergradient:
+        """Both hypergradient terms at the current (nu, theta): G on these pairs, V on this replay batch.
+
+        :param segments0: first segments of the round's labelled pairs
+        :param segments1: their second segments
+        :param targets: the teacher's labels
+        :param batch: replay transitions of V (:meth:`sample_lower_batch`)
+        :param noise: V's reparameterisation noise of a_theta
+        :param next_noise: V's noise of the next actions
+        :return: the direct term, the correction and the solve's diagnostics
+        """
         return hypergradient(
             self.upper_objective(segments0, segments1, targets),
             self.lower_objective(batch, noise, next_noise),
@@ -262,7 +284,7 @@ class PARL(PEBBLE):
         """PEBBLE's fit plus, after the first round, a step along the hypergradient correction taken at (nu_t, theta_t)."""
         correct = self.use_correction and self.correction_ratio > 0 and self.reward_learned and len(targets) > 1
         nu = list(self.reward_model.parameters())
-        terms = self.hypergradient_terms(segments0, segments1, targets) if correct else None
+        terms = self.hypergradient_terms(segments0, segments1, targets, *self.sample_lower_batch()) if correct else None
         before = _flat(nu)
         stats = self.reward_model.fit(self.preference_data, self.reward_update, self.reward_batch_size, self.preference_rng)
         self.actor.optimizer.zero_grad()
