@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from rlkit.parl.hypergradient import Hypergradient, hypergradient
 from rlkit.pebble import PEBBLE
 
 
-def _flat(tensors: list[th.Tensor]) -> th.Tensor:
+def _flat(tensors: Sequence[th.Tensor]) -> th.Tensor:
     return th.cat([t.detach().flatten() for t in tensors])
 
 
@@ -202,7 +203,7 @@ class PARL(PEBBLE):
             next_q = th.min(th.cat(self.critic_target(next_obs, next_actions), dim=1), dim=1).values
             bootstrap = self.gamma * (1 - dones) * (next_q - self._ent_coef() * next_log_prob)
         targets = self.reward_model.reward(obs, actions) + bootstrap
-        params = dict(self.critic.named_parameters())
+        params: dict[str, th.Tensor] = dict(self.critic.named_parameters())
         q_values = functional_call(self.critic, params, (obs, actions))
         loss = 0.5 * sum(((q.reshape(-1) - targets) ** 2).mean() for q in q_values)
         grads = th.autograd.grad(loss, list(params.values()), create_graph=True)
