@@ -491,3 +491,9 @@ def test_rejects_non_box_action_space(algo):
         algo("MlpPolicy", DiscreteActionEnv())
     with pytest.raises(ValueError, match="query_scheme"):
         algo("MlpPolicy", PointReachEnv(), query_scheme="k-center")
+
+
+@pytest.mark.parametrize("bad", [dict(damping=-1.0), dict(correction_ratio=-0.1), dict(cg_iters=0), dict(power_iters=0)])
+def test_parl_rejects_bad_correction_settings(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        PARL("MlpPolicy", PointReachEnv(), **bad)
