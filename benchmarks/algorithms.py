@@ -86,6 +86,8 @@ register("PMOESAC", "rlkit.pmoe:PMOESAC", peer="SAC")
 register("PMOEPPO", "rlkit.pmoe:PMOEPPO", peer="PPO")
 register("PEBBLE", "rlkit.pebble:PEBBLE", kind="pbrl", peer="SAC")
 register("PARL", "rlkit.parl:PARL", kind="pbrl", peer="SAC")
+# PARL with use_correction: false (first-order upper step on current-policy queries): the ablation arm of pbrl-toy
+register("PARL-NoCorrection", "rlkit.parl:PARL", kind="pbrl", peer="PARL")
 register("BC", "rlkit.bc:BC", kind="offline", peer="TD3")
 register("TD3BC", "rlkit.td3bc:TD3BC", kind="offline", peer="TD3")
 register("IQL", "rlkit.iql:IQL", kind="offline", peer="TD3")

@@ -186,5 +186,13 @@ def test_disagreement_and_entropy_selection():
     seg0, seg1 = pairs(1)
     assert set(select_queries(model, seg0, seg1, 5, "entropy")) == set(np.argsort(gap)[:5])
     np.testing.assert_array_equal(select_queries(model, seg0, seg1, 5, "uniform"), np.arange(5))
+    # B-Pref's entropy is the members' mean entropy: on the disputed feature the ensemble-mean preference is exactly
+    # 1/2 for every pair (members at +g, -g and 0), yet the confident members make the large gaps low-entropy
+    seg0, seg1 = pairs(0)
+    np.testing.assert_allclose(model.preference_probs(seg0, seg1).mean(0), 0.5, atol=1e-6)
+    members_entropy = th.distributions.Bernoulli(probs=th.as_tensor(model.preference_probs(seg0, seg1))).entropy()
+    reference = np.argsort(-members_entropy.mean(0).numpy(), kind="stable")[:5]
+    np.testing.assert_array_equal(select_queries(model, seg0, seg1, 5, "entropy"), reference)
+    assert set(reference) == set(np.argsort(gap)[:5])
     with pytest.raises(ValueError, match="query scheme"):
         select_queries(model, seg0, seg1, 5, "k-center")

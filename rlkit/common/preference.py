@@ -8,7 +8,7 @@
 - the Bradley-Terry reward ensemble of PEBBLE (Lee et al., 2021), soft targets 0.5/0.5 for
   "equal" labels (:class:`RewardEnsemble`, :class:`PreferenceDataset`), and PEARL's Gaussian
   reward model for noisy labels (:class:`GaussianRewardModel`);
-- query selection: uniform, ensemble disagreement, predictive entropy (:func:`select_queries`);
+- query selection: uniform, ensemble disagreement, the members' mean entropy (:func:`select_queries`);
 - fixed label pools of offline datasets (:class:`PreferencePool`, :func:`load_or_create_pool`):
   N_q pairs labelled once, cached by dataset, N_q, mode and seed, so that every method of a
   table learns from the same labels.
@@ -403,7 +403,9 @@ def select_queries(
 
     ``uniform``: the first ``n_queries`` (the candidates are drawn uniformly already);
     ``disagreement``: the largest standard deviation across members of P_m(segment 1 preferred);
-    ``entropy``: the largest entropy of the ensemble-mean preference probability.
+    ``entropy``: the largest mean over the members of the entropy of each member's preference
+    probability P_m, as B-Pref computes it (``reward_model.py::get_entropy``, the mean of the members'
+    entropies, not the entropy of the ensemble mean: a pair on which confident members disagree scores low).
 
     :param model: the reward ensemble
     :param segments0: candidate first segments
@@ -420,8 +422,8 @@ def select_queries(
     if scheme == "disagreement":
         score = probs.std(axis=0)
     else:
-        mean = np.clip(probs.mean(axis=0), 1e-12, 1 - 1e-12)
-        score = -(mean * np.log(mean) + (1 - mean) * np.log(1 - mean))
+        clipped = np.clip(probs, 1e-12, 1 - 1e-12)
+        score = -(clipped * np.log(clipped) + (1 - clipped) * np.log(1 - clipped)).mean(axis=0)
     return np.argsort(-score, kind="stable")[:n_queries]
 
 

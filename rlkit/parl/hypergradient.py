@@ -9,7 +9,9 @@ d theta*/d nu = -[grad^2_theta V]^-1 grad^2_theta,nu V, hence
 
 where the second term is computed as grad_nu <grad_theta V, stopgrad(v)> by automatic
 differentiation, and v by conjugate gradient on Hessian-vector products of the damped system
-(-grad^2_theta V + lambda I) v = grad_theta G.
+(-grad^2_theta V + lambda I) v = grad_theta G. A fixed lambda means nothing without the scale of
+V: lambda = 1 against a Hessian of norm 0.1 turns the solve into a rescaled gradient. With
+``relative_damping`` lambda is a multiple of a power-iteration estimate of max |eig(H)|.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch as th
 
 
 class Hypergradient(NamedTuple):
-    """The two terms of dG/dnu (ascent directions, one tensor per nu parameter)."""
+    """The two terms of dG/dnu (ascent directions, one tensor per nu parameter) and the solve's diagnostics."""
 
     #: grad_nu G at fixed theta (the first-order, PEBBLE-style term)
     direct: list[th.Tensor]
@@ -29,6 +31,10 @@ class Hypergradient(NamedTuple):
     correction: list[th.Tensor]
     #: ||(-H + lambda I) v - grad_theta G|| / ||grad_theta G|| after the solve
     residual: float
+    #: the damping lambda used
+    damping: float
+    #: the power-iteration estimate of max |eigenvalue| of H = grad^2_theta V (nan when not estimated)
+    curvature_scale: float
 
 
 def _dot(xs: Sequence[th.Tensor], ys: Sequence[th.Tensor]) -> th.Tensor:
@@ -72,6 +78,32 @@ def conjugate_gradient(
     return x
 
 
+def spectral_radius(matvec: Callable[[list[th.Tensor]], list[th.Tensor]], start: list[th.Tensor], n_iters: int) -> float:
+    """Power-iteration estimate of max |eigenvalue| of a symmetric A given by ``matvec``, from ``start``.
+
+    Each iteration is one product A x; the estimate is the norm ratio ||A x|| / ||x|| of the last one,
+    a lower bound of the spectral radius that approaches it as the iterations grow.
+
+    :param matvec: x -> A x
+    :param start: the first vector (not all zeros)
+    :param n_iters: products A x (at least 1)
+    :return: the estimate
+    """
+    if n_iters < 1:
+        raise ValueError(f"spectral_radius needs n_iters >= 1, got {n_iters}")
+    x = [t.detach().clone() for t in start]
+    estimate = 0.0
+    for _ in range(n_iters):
+        norm = float(_dot(x, x).sqrt())
+        if norm == 0.0:
+            return 0.0
+        x = [t / norm for t in x]
+        ax = matvec(x)
+        estimate = float(_dot(ax, ax).sqrt())
+        x = [t.detach() for t in ax]
+    return estimate
+
+
 def hypergradient(
     upper: th.Tensor,
     lower: th.Tensor,
@@ -79,31 +111,43 @@ def hypergradient(
     nu: Sequence[th.Tensor],
     damping: float = 0.0,
     cg_iters: int = 10,
-    curvature: th.Tensor | None = None,
+    relative_damping: bool = False,
+    power_iters: int = 5,
 ) -> Hypergradient:
     """Both terms of the hypergradient of G(nu, theta*(nu)) at (nu, theta), theta taken as the lower maximiser.
 
+    The Hessian and the mixed derivative are both taken from ``lower``: one objective V(nu, theta)
+    for every second-order term, as the implicit function theorem requires.
+
     :param upper: G(nu, theta), differentiable in both
-    :param lower: V(nu, theta), differentiable in both (its mixed derivative gives the correction)
+    :param lower: V(nu, theta), differentiable in both (its mixed derivative gives the correction,
+        its Hessian in theta the system's matrix)
     :param theta: the lower-level parameters
     :param nu: the upper-level parameters
-    :param damping: lambda of the damped system (-H + lambda I) v = grad_theta G
+    :param damping: lambda of the damped system (-H + lambda I) v = grad_theta G; with
+        ``relative_damping`` a multiple of the curvature's scale instead
     :param cg_iters: conjugate-gradient iterations
-    :param curvature: a scalar whose Hessian in theta replaces V's (``None``: V's own)
-    :return: the direct term, the correction and the solver's relative residual
+    :param relative_damping: lambda = ``damping`` times the power-iteration estimate of max |eig(H)|,
+        so that the damping keeps its meaning whatever the scale of V
+    :param power_iters: Hessian-vector products of that estimate (used only with ``relative_damping``)
+    :return: the direct term, the correction and the solve's diagnostics
     """
     direct = _grads(upper, nu)
     upper_theta = [g.detach() for g in _grads(upper, theta)]
-    curvature_grad = _grads(lower if curvature is None else curvature, theta, create_graph=True)
+    lower_grad = _grads(lower, theta, create_graph=True)
+
+    def hessian(vector: list[th.Tensor]) -> list[th.Tensor]:
+        return [h.detach() for h in _grads(_dot(lower_grad, vector), theta)]
+
+    scale = spectral_radius(hessian, upper_theta, power_iters) if relative_damping else float("nan")
+    lam = damping * scale if relative_damping else damping
 
     def damped_neg_hessian(vector: list[th.Tensor]) -> list[th.Tensor]:
-        hvp = _grads(_dot(curvature_grad, vector), theta)
-        return [damping * v - h.detach() for v, h in zip(vector, hvp, strict=True)]
+        return [lam * v - h for v, h in zip(vector, hessian(vector), strict=True)]
 
     v = conjugate_gradient(damped_neg_hessian, upper_theta, cg_iters)
-    lower_grad = curvature_grad if curvature is None else _grads(lower, theta, create_graph=True)
     correction = _grads(_dot(lower_grad, [vi.detach() for vi in v]), nu)
     residual_vec = [a - b for a, b in zip(damped_neg_hessian(v), upper_theta, strict=True)]
     norm_b = float(_dot(upper_theta, upper_theta).sqrt())
     residual = float(_dot(residual_vec, residual_vec).sqrt()) / max(norm_b, 1e-30)
-    return Hypergradient([d.detach() for d in direct], [c.detach() for c in correction], residual)
+    return Hypergradient([d.detach() for d in direct], [c.detach() for c in correction], residual, lam, scale)

@@ -77,7 +77,8 @@ class PEBBLE(CheckedArguments, EvaluateMixin, FastSAC):
        buffer relabelled with r_hat, the critic re-initialised and ``reset_update`` SAC updates;
     4. afterwards every ``num_interact`` steps, while the feedback given is below ``max_feedback``:
        ``reward_batch`` queries chosen by ``query_scheme`` among ``large_batch * reward_batch``
-       candidates, reward learning, relabelling;
+       candidates (the last batch trimmed to the feedback left, so ``max_feedback`` is never
+       exceeded), reward learning, relabelling;
     5. SAC updates on r_hat (each new transition is stored with r_hat of its (s, a)).
 
     Queries are pairs of ``segment_length``-step segments from the last ``max_episodes`` finished
@@ -121,7 +122,8 @@ class PEBBLE(CheckedArguments, EvaluateMixin, FastSAC):
     :param max_feedback: total number of queries (pairs asked)
     :param reward_batch: queries per round
     :param segment_length: steps H per segment (paper: 50)
-    :param query_scheme: ``"uniform"``, ``"disagreement"`` or ``"entropy"`` (the first round is always uniform)
+    :param query_scheme: ``"uniform"``, ``"disagreement"`` or ``"entropy"`` (B-Pref's: the members' mean entropy
+        of their preference probabilities); the first round is always uniform
     :param large_batch: candidates per query for disagreement/entropy, as a multiple of ``reward_batch`` (paper: 10)
     :param reward_update: maximum epochs of reward learning per round (DMC 50, Meta-World 10)
     :param reward_learning_rate: Adam learning rate of the reward ensemble (paper: 3e-4)
@@ -274,12 +276,17 @@ class PEBBLE(CheckedArguments, EvaluateMixin, FastSAC):
         return any(len(ep.rewards) >= self.segment_length for ep in self._query_episodes())
 
     def _ask_teacher(self, scheme: str) -> tuple[Segments, Segments, np.ndarray]:
-        """Choose ``reward_batch`` pairs, have them labelled, store the answered ones; return those."""
-        n_candidates = self.reward_batch if scheme == "uniform" else self.reward_batch * self.large_batch
+        """Choose ``reward_batch`` pairs, have them labelled, store the answered ones; return those.
+
+        The last round is trimmed to the feedback left, so that ``max_feedback`` is never exceeded
+        (B-Pref's ``train_PEBBLE.py`` trims the batch the same way).
+        """
+        n_queries = max(0, min(self.reward_batch, self.max_feedback - self.total_feedback))
+        n_candidates = n_queries if scheme == "uniform" else n_queries * self.large_batch
         candidates0, candidates1 = sample_segment_pairs(
             self._query_episodes(), n_candidates, self.segment_length, self.preference_rng
         )
-        index = select_queries(self.reward_model, candidates0, candidates1, self.reward_batch, scheme)
+        index = select_queries(self.reward_model, candidates0, candidates1, n_queries, scheme)
         segments0, segments1 = candidates0.take(index), candidates1.take(index)
         self.teacher.set_thresholds(self.episode_store.mean_segment_return(self.segment_length))
         labels = self.teacher.label(segments0.rewards, segments1.rewards)
@@ -326,6 +333,8 @@ class PEBBLE(CheckedArguments, EvaluateMixin, FastSAC):
         if self.num_timesteps < unsup_end or not self._can_query():
             return
         if not self.reward_learned:
+            if self.total_feedback >= self.max_feedback:
+                return
             self._learn_reward("uniform")
             if self.reward_learned:
                 self._reset_critic()
