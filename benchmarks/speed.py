@@ -64,6 +64,7 @@ ON_POLICY = {"n_steps": 1024, "batch_size": 64, "policy_kwargs": {"net_arch": [6
 # SAC's case, with the phases of preference learning inside the measured steps: the unsupervised phase ends at
 # 800 steps, the first reward learning (a critic reset and 100 updates) follows the first episode's end (1000
 # steps on HalfCheetah), then 10 queries every 500 steps
+ALIGNDIFF = {"network_size": "cpu", "n_labels": 500, "asm_steps": 100, "relabel_stride": 100}
 PREFERENCE = {**OFF_POLICY, "unsup_steps": 300, "num_interact": 500, "reward_batch": 10, "reset_update": 100}
 
 #: algorithm -> constructor kwargs; the peer is measured with its own entry here
@@ -97,6 +98,11 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     # PEARL's learner: IQL on labels transferred from a source dataset (the alignment runs at construction, outside
     # the measurement); 500 source labels
     "PEARL": {**OFFLINE, "n_labels": 500},
+    # AlignDiff's planner step and AttributeBC's, on 500 labels of HalfCheetah's scripted speed and height, the
+    # CPU-size DiT (width 64, depth 2); a short attribute-model fit and windows relabelled every 100 steps, both at
+    # construction, outside the measurement; acting plans 16 candidates with 5 Euler steps, replanning every 5 steps
+    "AlignDiff": {**ALIGNDIFF, "n_samples": 16, "sampling_steps": 5, "replan_every": 5},
+    "AttributeBC": {**ALIGNDIFF, "policy_kwargs": {"net_arch": [256, 256]}},
 }
 
 

@@ -68,7 +68,8 @@ class Attribute:
 #: The scripted attributes of each task, from gymnasium v5 observations (positions excluded by default).
 #: Hopper: speed and jump (torso) height, as the paper's synthetic labels; Walker2d: speed, torso
 #: height and a stride proxy (the paper's left/right leg preference and "humanness" are left out: the
-#: first is not asked for here, the second cannot be scripted); the toy point mass of ``toy/run-v0``: speed and
+#: first is not asked for here, the second cannot be scripted); HalfCheetah (not in the paper): speed and
+#: height, for the speed benchmark; the toy point mass of ``toy/run-v0``: speed and
 #: x position, for tests.
 ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
     "Hopper-v5": (
@@ -79,6 +80,10 @@ ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
         Attribute("speed", _mean_of(8), "mean forward velocity of the torso, obs[8]"),
         Attribute("height", _mean_of(0), "mean torso height, obs[0]"),
         Attribute("stride", _walker_stride, "range of obs[2] - obs[5] (thigh angle difference) over the window"),
+    ),
+    "HalfCheetah-v5": (
+        Attribute("speed", _mean_of(8), "mean forward velocity of the torso, obs[8]"),
+        Attribute("height", _mean_of(0), "mean height of the front tip, obs[0]"),
     ),
     "toy/run-v0": (
         Attribute("speed", _toy_speed, "mean norm of the observed velocity, obs[2:4]"),
