@@ -8,6 +8,11 @@ xy-speed for Ant), with the v1 thresholds of safety-gymnasium (half of the
 speed PPO reaches after 1e7 steps). DSRL's tasks are built on the Gymnasium
 MuJoCo v4 envs; here the robots are the v5 ones, whose dynamics differ slightly,
 so the thresholds carry over only approximately.
+
+The thresholds are DSRL's for every suite, the paper-scale one and the local ones. At a CPU budget
+they bind only when the behaviour agents are fast enough: a cost-seeking SAC agent (cost penalty
+-1, see :mod:`rlkit.data.safe`) of 60,000 steps exceeds them, one of 8,000 steps does not, and
+:func:`rlkit.data.safe.generate_safe` refuses to write a dataset whose costs do not bind.
 """
 
 from __future__ import annotations
