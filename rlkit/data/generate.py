@@ -88,7 +88,7 @@ class GenerateConfig:
 
     :param env_id: id for :func:`rlkit.envs.make_env`
     :param kinds: dataset kinds to write, from :data:`~rlkit.data.minari.KINDS`
-    :param size: transitions of the random, medium and expert datasets
+    :param size: transitions of the random, medium, expert and scripted-noisy datasets
     :param train_steps: SAC environment steps
     :param learning_starts: SAC's initial uniformly random steps
     :param eval_freq: evaluate and keep a snapshot every ``eval_freq`` steps
@@ -589,7 +589,7 @@ def generate(env_id: str, kinds: Sequence[str] = D4RL_KINDS, size: int | None = 
         default), ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
         rest from a uniformly random one, whole episodes each) and ``scripted-noisy`` (the env's scripted policy at
         each of ``noise_levels``, for Meta-World tasks)
-    :param size: transitions of the random, medium and expert datasets (default by env family)
+    :param size: transitions of the random, medium, expert and scripted-noisy datasets (default by env family)
     :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
         ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
