@@ -109,10 +109,46 @@ def test_generate_load_round_trip(minari_store, monkeypatch):
     assert len(load_dataset("cli/toy-reach-v0/random-v0")) == 300
 
 
+def test_scripted_noisy_ranges_from_success_to_failure(minari_store, monkeypatch):
+    """Meta-World's scripted policy at two noise levels: the noiseless share beats the noisy one; no SAC trains."""
+    monkeypatch.setattr("rlkit.data.generate.SAC", None)
+    settings = dict(size=2_000, noise_levels=[0, 10], n_ref_episodes=1, seed=1, progress_bar=False)
+    env_id = "metaworld/button-press-topdown-v3"
+    (dataset_id,) = generate(env_id, kinds=["scripted-noisy"], **settings).values()
+    data = load_dataset(dataset_id)
+    assert dataset_id == "rlkit/metaworld-button-press-topdown-v3/scripted-noisy-v0" and data.env_id == env_id
+    assert len(data) == 2_000 and 1_000 in data.episode_ends  # an equal share per level, 500-step episodes
+    assert data.metadata["rlkit_generate"]["noise_levels"] == [0.0, 10.0]
+    assert "--kinds scripted-noisy" in data.metadata["generate_command"]
+    assert "--noise-levels 0 10" in data.metadata["generate_command"]
+    assert np.abs(data.actions).max() <= 1.0
+    noiseless, noisiest = np.array_split(data.episode_returns, 2)
+    # the scripted policy presses the button (return ~3,800); at sigma = 10 the clipped actions are nearly random
+    assert noiseless.min() > 3_000 and noisiest.max() < 0.5 * noiseless.min()
+    assert np.mean(np.abs(data.actions[1_000:]) == 1.0) > 0.8 > np.mean(np.abs(data.actions[:1_000]) == 1.0)
+    # reference scores measured: uniformly random and the noiseless scripted policy
+    assert "noiseless scripted policy" in data.metadata["ref_scores_source"]
+    assert data.ref_min_score < 500 and data.ref_max_score == pytest.approx(noiseless.mean(), rel=0.05)
+
+    # cached: the command line with the same settings reuses it; other noise levels are refused
+    stamp = (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-noisy-v0").stat().st_mtime_ns
+    argv = ["--env", env_id, "--kinds", "scripted-noisy", "--size", "2000", "--noise-levels", "0", "10"]
+    assert main([*argv, "--n-ref-episodes", "1", "--seed", "1", "--no-progress"]) == {"scripted-noisy": dataset_id}
+    assert (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-noisy-v0").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"noise_levels.*overwrite"):
+        generate(env_id, kinds=["scripted-noisy"], **{**settings, "noise_levels": [0.0, 1.0]})
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(kinds=["mediocre"]), r"Unknown dataset kind\(s\) \['mediocre'\]"),
+        (
+            dict(kinds=["scripted-noisy"]),
+            r"scripted-noisy kind records an env's scripted policy, and 'toy/reach-v0' has no scripted policy.*"
+            r"Choose a Meta-World task, or a kind recorded from SAC for toy/reach-v0 \(random, medium",
+        ),
+        (dict(kinds=["scripted-noisy"], noise_levels=[0.5, -1]), "noise_levels must be finite and non-negative"),
         (dict(size=0), "size must be positive"),
         (dict(train_steps=100, learning_starts=100), r"learning_starts \(100\) must be in"),
         (dict(medium_fraction=1.5), "medium_fraction must be in"),

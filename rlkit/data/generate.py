@@ -12,9 +12,16 @@ an SB3 SAC agent on the env (evaluating and keeping a snapshot every
 - ``medium-replay``: every transition SAC collected up to the medium snapshot;
 - ``medium-expert``: the medium and expert transitions together (``2 * size``).
 
+and, for an env with a scripted policy (Meta-World's tasks), without training SAC:
+
+- ``scripted-noisy``: ``size`` transitions of the scripted policy, an equal share at each
+  level ``sigma`` of ``noise_levels``: actions ``clip(a + sigma * eps, low, high)`` with
+  ``eps ~ N(0, I)``, so that the episodes range from success (``sigma = 0``) to failure.
+
 Reference scores: D4RL's for hopper, halfcheetah, walker2d and ant; those the
 env declares (``ref_min_score`` / ``ref_max_score`` attributes, as the toy tasks)
-otherwise; else the measured returns of the random policy and of the expert.
+otherwise; else the measured returns of the random policy and of the expert (for
+``scripted-noisy``: of the noiseless scripted policy).
 The datasets go to the Minari store (``$MINARI_DATASETS_PATH``) under
 ``rlkit/<env>/<kind>-v0`` with the generating command and its settings in the
 metadata. Everything is cached: a second call with the same settings reuses the
@@ -49,9 +56,11 @@ from stable_baselines3.sac.policies import SACPolicy
 from tqdm.auto import tqdm
 
 from rlkit.common.evaluation import evaluate
-from rlkit.data.minari import D4RL_KINDS, KINDS, local_dataset_id
+from rlkit.data.minari import D4RL_KINDS, KINDS, SCRIPTED_KIND, local_dataset_id
 from rlkit.data.scores import d4rl_ref_scores
 
+#: default noise levels of ``scripted-noisy``: noiseless, mild, strong (some episodes fail), near uniform (most fail)
+DEFAULT_NOISE_LEVELS = (0.0, 1.0, 3.0, 10.0)
 #: settings that do not change the data
 _NON_DATA_KEYS = ("overwrite", "progress_bar")
 #: defaults of the budgets, by env family: toy tasks in seconds, a usable MuJoCo medium-replay in < 20 min on 2 cores
@@ -79,7 +88,7 @@ class GenerateConfig:
 
     :param env_id: id for :func:`rlkit.envs.make_env`
     :param kinds: dataset kinds to write, from :data:`~rlkit.data.minari.KINDS`
-    :param size: transitions of the random, medium and expert datasets
+    :param size: transitions of the random, medium, expert and scripted-noisy datasets
     :param train_steps: SAC environment steps
     :param learning_starts: SAC's initial uniformly random steps
     :param eval_freq: evaluate and keep a snapshot every ``eval_freq`` steps
@@ -87,6 +96,8 @@ class GenerateConfig:
     :param n_ref_episodes: episodes of the measured reference returns
     :param medium_fraction: the medium policy's return sits this fraction of the way from random to expert
     :param expert_share: share of expert transitions in ``expert-random`` (the rest are uniformly random)
+    :param noise_levels: standard deviations of the Gaussian action noise of ``scripted-noisy``, an equal share of
+        the ``size`` transitions each
     :param seed: seed of SAC, the evaluations and the rollouts
     :param sac_kwargs: keyword arguments of SB3's ``SAC``
     :param namespace: Minari namespace of the dataset ids
@@ -104,6 +115,7 @@ class GenerateConfig:
     n_ref_episodes: int = 20
     medium_fraction: float = 1.0 / 3.0
     expert_share: float = 0.2
+    noise_levels: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_NOISE_LEVELS))
     seed: int = 0
     sac_kwargs: dict[str, Any] | None = None
     namespace: str = "rlkit"
@@ -130,6 +142,28 @@ class GenerateConfig:
             raise ValueError(f"medium_fraction must be in (0, 1), got {self.medium_fraction}")
         if not 0.0 < self.expert_share < 1.0:
             raise ValueError(f"expert_share must be in (0, 1), got {self.expert_share}")
+        self._check_noise_levels()
+
+    def _check_noise_levels(self) -> None:
+        """Noise levels as floats; for ``scripted-noisy``: valid ones, and an env with a scripted policy."""
+        from rlkit.envs.registry import scripted_policy
+
+        self.noise_levels = [float(sigma) for sigma in self.noise_levels]
+        if SCRIPTED_KIND not in self.kinds:
+            return
+        if not self.noise_levels or not all(0.0 <= sigma < np.inf for sigma in self.noise_levels):
+            raise ValueError(f"noise_levels must be finite and non-negative, at least one, got {self.noise_levels}")
+        assert self.size is not None  # set from the defaults above
+        if self.size < len(self.noise_levels):
+            raise ValueError(f"size ({self.size}) must give each of the {len(self.noise_levels)} noise levels a transition")
+        try:
+            scripted_policy(self.env_id)
+        except ValueError as exc:
+            sac_kinds = ", ".join(kind for kind in KINDS if kind != SCRIPTED_KIND)
+            raise ValueError(
+                f"The {SCRIPTED_KIND} kind records an env's scripted policy, and {exc}. Choose a Meta-World task, or a "
+                f"kind recorded from SAC for {self.env_id} ({sac_kinds})"
+            ) from exc
 
     def command(self) -> str:
         """The command line that reproduces this run."""
@@ -139,6 +173,8 @@ class GenerateConfig:
         parts += [f"--medium-fraction {self.medium_fraction:.6g}", f"--seed {self.seed}", f"--namespace {self.namespace}"]
         if "expert-random" in self.kinds:
             parts.append(f"--expert-share {self.expert_share:.6g}")
+        if SCRIPTED_KIND in self.kinds:
+            parts.append(f"--noise-levels {' '.join(f'{sigma:.6g}' for sigma in self.noise_levels)}")
         parts.append(f"--sac-kwargs '{json.dumps(self.sac_kwargs, sort_keys=True)}'")
         return " ".join(parts)
 
@@ -152,6 +188,8 @@ class GenerateConfig:
         settings: dict[str, Any] = {"env_id": self.env_id, "kind": kind, "seed": self.seed}
         if kind != "medium-replay":
             settings["size"] = self.size
+        if kind == SCRIPTED_KIND:
+            return {**settings, "noise_levels": self.noise_levels, "n_ref_episodes": self.n_ref_episodes}
         if kind != "random":
             settings.update(self.training_settings(), medium_fraction=self.medium_fraction)
         if kind == "expert-random":
@@ -211,19 +249,29 @@ def _agent_dir(config: GenerateConfig, tag: str = "") -> pathlib.Path:
     return get_dataset_path() / ".rlkit-agents" / f"{config.env_id.lower().replace('/', '-')}{suffix}-{digest}"
 
 
-def measure_random_return(env: gym.Env, n_episodes: int, seed: int) -> float:
-    """Mean return of uniformly random actions over ``n_episodes`` episodes (episode ``i`` reset with ``seed + i``)."""
-    env.action_space.seed(seed)
+def measure_return(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], n_episodes: int, seed: int) -> float:
+    """Mean return of ``act`` over ``n_episodes`` episodes (episode ``i`` reset with ``seed + i``).
+
+    :param env: the environment
+    :param act: observation -> action
+    :param n_episodes: number of episodes
+    :param seed: seed of the first reset
+    """
     returns = []
     for episode in range(n_episodes):
-        env.reset(seed=seed + episode)
+        obs, _ = env.reset(seed=seed + episode)
         done, total = False, 0.0
         while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
     return float(np.mean(returns))
+
+
+def measure_random_return(env: gym.Env, n_episodes: int, seed: int) -> float:
+    """Mean return of uniformly random actions over ``n_episodes`` episodes (episode ``i`` reset with ``seed + i``)."""
+    return measure_return(env, _random_actor(env.action_space, seed), n_episodes, seed)
 
 
 def train_agent(config: GenerateConfig, make_train_env: Callable[[], gym.Env] | None = None, tag: str = "") -> TrainedAgent:
@@ -377,6 +425,37 @@ def _measured_reference_scores(env: gym.Env, config: GenerateConfig, agent: Trai
     return agent.random_return, result.return_mean, f"measured over {config.n_ref_episodes} episodes (random policy, expert)"
 
 
+def _scripted_reference_scores(env: gym.Env, config: GenerateConfig) -> tuple[float, float, str]:
+    from rlkit.envs.registry import scripted_policy
+
+    random_return = measure_random_return(env, config.n_ref_episodes, config.seed)
+    expert_return = measure_return(env, scripted_policy(config.env_id), config.n_ref_episodes, config.seed + 20_000)
+    source = f"measured over {config.n_ref_episodes} episodes (random policy, noiseless scripted policy)"
+    return random_return, expert_return, source
+
+
+def _reference_scores(
+    env: gym.Env, config: GenerateConfig, declared: tuple[float, float, str] | None, agent: TrainedAgent | None
+) -> Callable[[str], tuple[float, float, str]]:
+    """kind -> its reference scores: ``declared`` where given; else measured once each, against the noiseless
+    scripted policy for ``scripted-noisy`` and against SAC's expert (of ``agent``) for the other kinds."""
+    measured: dict[bool, tuple[float, float, str]] = {}
+
+    def scores(kind: str) -> tuple[float, float, str]:
+        if declared is not None:
+            return declared
+        scripted = kind == SCRIPTED_KIND
+        if scripted not in measured:
+            if scripted:
+                measured[scripted] = _scripted_reference_scores(env, config)
+            else:
+                assert agent is not None
+                measured[scripted] = _measured_reference_scores(env, config, agent)
+        return measured[scripted]
+
+    return scores
+
+
 def _random_actor(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     action_space.seed(seed)
 
@@ -384,6 +463,40 @@ def _random_actor(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], 
         return action_space.sample()
 
     return act
+
+
+def noisy_actor(
+    act: Callable[[np.ndarray], np.ndarray], sigma: float, action_space: gym.spaces.Box, seed: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``act`` with Gaussian action noise: ``clip(act(obs) + sigma * eps, low, high)``, ``eps ~ N(0, I)``.
+
+    :param act: observation -> action
+    :param sigma: standard deviation of the noise (0: ``act`` clipped to the bounds)
+    :param action_space: the bounds
+    :param seed: seed of the noise
+    """
+    rng = np.random.default_rng(seed)
+
+    def noisy(obs: np.ndarray) -> np.ndarray:
+        action = act(obs) + sigma * rng.standard_normal(action_space.shape)
+        return np.clip(action, action_space.low, action_space.high).astype(action_space.dtype)
+
+    return noisy
+
+
+def _scripted_noisy_episodes(env: gym.Env, config: GenerateConfig) -> list[EpisodeBuffer]:
+    """``size`` transitions of the scripted policy, an equal share (whole episodes, the last one cut) per noise level."""
+    from rlkit.envs.registry import scripted_policy
+
+    assert config.size is not None and isinstance(env.action_space, gym.spaces.Box)
+    expert = scripted_policy(config.env_id)
+    shares = [len(share) for share in np.array_split(np.arange(config.size), len(config.noise_levels))]
+    episodes: list[EpisodeBuffer] = []
+    for level, (sigma, share) in enumerate(zip(config.noise_levels, shares, strict=True)):
+        act = noisy_actor(expert, sigma, env.action_space, config.seed + level)
+        desc = f"scripted rollouts (sigma={sigma:g})"
+        episodes += collect(env, act, share, config.seed + 80_000 + 1_000 * level, desc, config.progress_bar)
+    return episodes
 
 
 def sac_actor(policy: SACPolicy) -> Callable[[np.ndarray], np.ndarray]:
@@ -424,6 +537,17 @@ def existing_dataset(dataset_id: str, settings: dict[str, Any], overwrite: bool)
     return False
 
 
+def _recorded_env(env: gym.Env, env_id: str) -> gym.Env | gym.envs.registration.EnvSpec:
+    """The env Minari records with a dataset: ``env``, or rlkit's registered spec of ``env_id`` where the spec of
+    ``env`` cannot be stored as JSON (Meta-World's entry point is a function)."""
+    try:
+        if env.spec is not None:
+            env.spec.to_json()
+        return env
+    except ValueError:
+        return gym.spec(env_id)
+
+
 def _write(
     dataset_id: str,
     episodes: list[EpisodeBuffer],
@@ -438,7 +562,7 @@ def _write(
         dataset = minari.create_dataset_from_buffers(
             dataset_id,
             buffer=[dataclasses.replace(episode, id=i) for i, episode in enumerate(episodes)],
-            env=env,
+            env=_recorded_env(env, config.env_id),
             algorithm_name=algorithm,
             author="rlkit",
             author_email="rlkit@users.noreply.github.com",
@@ -462,9 +586,10 @@ def generate(env_id: str, kinds: Sequence[str] = D4RL_KINDS, size: int | None = 
 
     :param env_id: id for :func:`rlkit.envs.make_env`, e.g. ``Hopper-v5`` or ``toy/reach-v0``
     :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert`` (D4RL's, the
-        default) and ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
-        rest from a uniformly random one, whole episodes each)
-    :param size: transitions of the random, medium and expert datasets (default by env family)
+        default), ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
+        rest from a uniformly random one, whole episodes each) and ``scripted-noisy`` (the env's scripted policy at
+        each of ``noise_levels``, for Meta-World tasks)
+    :param size: transitions of the random, medium, expert and scripted-noisy datasets (default by env family)
     :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
         ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
@@ -504,11 +629,10 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
     from rlkit.envs import make_env
 
     env = make_env(env_id)
-    refs = _declared_reference_scores(env, env_id)
-    agent = train_agent(config) if refs is None or any(kind != "random" for kind in todo) else None
-    if refs is None:
-        assert agent is not None
-        refs = _measured_reference_scores(env, config, agent)
+    declared = _declared_reference_scores(env, env_id)
+    needs_sac = any(kind != SCRIPTED_KIND and (kind != "random" or declared is None) for kind in todo)
+    agent = train_agent(config) if needs_sac else None
+    reference_scores = _reference_scores(env, config, declared, agent)
     rollouts: dict[str, list[EpisodeBuffer]] = {}
 
     def rollout(name: str) -> list[EpisodeBuffer]:
@@ -545,13 +669,16 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
                 "random rollouts",
                 config.progress_bar,
             )
+        elif kind == SCRIPTED_KIND:
+            episodes = _scripted_noisy_episodes(env, config)
         else:
             episodes = rollout(kind)
         algorithm = {
             "random": "uniformly random policy",
             "expert-random": "stable-baselines3 SAC and a uniformly random policy",
+            SCRIPTED_KIND: f"scripted policy with Gaussian action noise (sigma in {config.noise_levels})",
         }.get(kind, "stable-baselines3 SAC")
-        _write(ids[kind], episodes, env, config, kind, refs, algorithm)
+        _write(ids[kind], episodes, env, config, kind, reference_scores(kind), algorithm)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -568,6 +695,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser.add_argument("--n-ref-episodes", type=int, default=20, help="episodes of measured reference returns")
     parser.add_argument("--medium-fraction", type=float, default=1.0 / 3.0, help="medium return: 0 random, 1 expert")
     parser.add_argument("--expert-share", type=float, default=0.2, help="expert share of expert-random's transitions")
+    noise_help = f"noise standard deviations of {SCRIPTED_KIND}, an equal share each (default: {list(DEFAULT_NOISE_LEVELS)})"
+    parser.add_argument("--noise-levels", nargs="+", type=float, default=list(DEFAULT_NOISE_LEVELS), help=noise_help)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--namespace", default="rlkit", help="Minari namespace of the dataset ids")
     sac_help = 'keyword arguments of SB3 SAC as JSON, replacing the defaults (MuJoCo: {"learning_rate": 0.001})'
@@ -586,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         n_ref_episodes=args.n_ref_episodes,
         medium_fraction=args.medium_fraction,
         expert_share=args.expert_share,
+        noise_levels=args.noise_levels,
         seed=args.seed,
         sac_kwargs=args.sac_kwargs,
         namespace=args.namespace,

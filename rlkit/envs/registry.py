@@ -9,6 +9,8 @@ Ids by family:
 - ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`, :mod:`rlkit.envs.toy_safe`, :mod:`rlkit.envs.toy_mo`,
   :mod:`rlkit.envs.toy_run`);
 - ``safe/<Robot>Velocity-v5``: DSRL's velocity-constrained MuJoCo tasks, cost in ``info["cost"]`` (:mod:`rlkit.envs.safety`).
+
+:func:`scripted_policy` gives the hand-written expert of the tasks that have one (Meta-World's).
 """
 
 from __future__ import annotations
@@ -187,6 +189,35 @@ def _dmc_suite_names() -> list[str]:
     configs = importlib.util.module_from_spec(config_spec)
     config_spec.loader.exec_module(configs)
     return [f"{domain}-{task}" for domain, task in configs.DM_CONTROL_SUITE_ENVS]
+
+
+def scripted_policy(env_id: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The hand-written expert of ``env_id``: the scripted policy of a Meta-World task (``metaworld.policies``).
+
+    :param env_id: a :func:`make_env` id, e.g. ``metaworld/button-press-v3``
+    :return: observation -> action, float32 (not clipped: Meta-World clips actions to its bounds)
+    :raises ValueError: where ``env_id`` has no scripted policy (only ``metaworld/`` tasks have one)
+    """
+    check_env_id(env_id)
+    policies: dict[str, Any] = {}
+    if env_id.startswith("metaworld/"):
+        from metaworld.policies import ENV_POLICY_MAP
+
+        policies = ENV_POLICY_MAP
+    name = env_id.removeprefix("metaworld/")
+    if name not in policies:
+        raise ValueError(
+            f"{env_id!r} has no scripted policy: only Meta-World tasks have one (metaworld/<task>-v3, "
+            "e.g. metaworld/button-press-v3, from metaworld.policies)"
+        )
+    policy = policies[name]()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the policies warn whenever their gain would leave the action bounds
+            return np.asarray(policy.get_action(obs), dtype=np.float32)
+
+    return act
 
 
 def _registered_env(rlkit_id: str, **kwargs: Any) -> gym.Env:
