@@ -13,6 +13,7 @@ from rlkit.data import OfflineDataset, d4rl_normalized_score, d4rl_ref_scores, l
 from rlkit.data.generate import generate, main
 from rlkit.data.scores import d4rl_env_name
 from rlkit.envs.toy import PointReachEnv
+from rlkit.envs.toy_balance import TwoRegionsEnv
 
 #: tiny budgets: SAC trains for 400 steps, snapshots every 100
 TOY_BUDGET = dict(size=600, train_steps=400, learning_starts=100, eval_freq=100, n_eval_episodes=2, progress_bar=False)
@@ -107,6 +108,25 @@ def test_generate_load_round_trip(minari_store, monkeypatch):
     argv = ["--env", "toy/reach-v0", "--kinds", "random", "--size", "300", "--namespace", "cli", "--no-progress"]
     assert main(argv) == {"random": "cli/toy-reach-v0/random-v0"}
     assert len(load_dataset("cli/toy-reach-v0/random-v0")) == 300
+
+
+def test_generate_scripted_records_the_envs_behaviour_without_training(minari_store):
+    """The scripted kind rolls out the env's scripted behaviour (its noise from its own generator, seeded
+    seed + 80000, so a rollout written here reproduces it exactly); no SAC agent is trained."""
+    (dataset_id,) = generate("toy/two-regions-v0", ["scripted"], size=300, seed=3, progress_bar=False).values()
+    data = load_dataset(dataset_id)
+    assert dataset_id == "rlkit/toy-two-regions-v0/scripted-v0" and len(data) == 300
+    assert not (minari_store / ".rlkit-agents").exists()
+    assert (data.metadata["ref_min_score"], data.metadata["ref_max_score"]) == (-20.7, -4.2)
+    env, rng = TwoRegionsEnv(), np.random.default_rng(3 + 80_000)
+    obs, _ = env.reset(seed=3 + 80_000)
+    for t in range(env.max_episode_steps):
+        action = env.scripted_behaviour(rng)
+        np.testing.assert_allclose(data.observations[t], obs, atol=1e-6)
+        np.testing.assert_allclose(data.actions[t], action, atol=1e-6)
+        obs, *_ = env.step(action)
+    with pytest.raises(ValueError, match="scripted_behaviour"):
+        generate("toy/reach-v0", ["scripted"], size=100, progress_bar=False)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ an SB3 SAC agent on the env (evaluating and keeping a snapshot every
 - ``medium``: ``size`` transitions of the snapshot whose return is closest to
   ``R_random + medium_fraction * (R_expert - R_random)`` (a third of the way, as D4RL);
 - ``medium-replay``: every transition SAC collected up to the medium snapshot;
-- ``medium-expert``: the medium and expert transitions together (``2 * size``).
+- ``medium-expert``: the medium and expert transitions together (``2 * size``);
+- ``scripted``: ``size`` transitions of the env's ``scripted_behaviour(rng)`` (toy tasks that declare
+  one, e.g. ``toy/two-regions-v0``; no SAC run).
 
 Reference scores: D4RL's for hopper, halfcheetah, walker2d and ant; those the
 env declares (``ref_min_score`` / ``ref_max_score`` attributes, as the toy tasks)
@@ -52,6 +54,8 @@ from rlkit.common.evaluation import evaluate
 from rlkit.data.minari import D4RL_KINDS, KINDS, local_dataset_id
 from rlkit.data.scores import d4rl_ref_scores
 
+#: kinds recorded without the SAC run
+SAC_FREE_KINDS = ("random", "scripted")
 #: settings that do not change the data
 _NON_DATA_KEYS = ("overwrite", "progress_bar")
 #: defaults of the budgets, by env family: toy tasks in seconds, a usable MuJoCo medium-replay in < 20 min on 2 cores
@@ -79,7 +83,7 @@ class GenerateConfig:
 
     :param env_id: id for :func:`rlkit.envs.make_env`
     :param kinds: dataset kinds to write, from :data:`~rlkit.data.minari.KINDS`
-    :param size: transitions of the random, medium and expert datasets
+    :param size: transitions of the random, medium, expert and scripted datasets
     :param train_steps: SAC environment steps
     :param learning_starts: SAC's initial uniformly random steps
     :param eval_freq: evaluate and keep a snapshot every ``eval_freq`` steps
@@ -152,7 +156,7 @@ class GenerateConfig:
         settings: dict[str, Any] = {"env_id": self.env_id, "kind": kind, "seed": self.seed}
         if kind != "medium-replay":
             settings["size"] = self.size
-        if kind != "random":
+        if kind not in SAC_FREE_KINDS:
             settings.update(self.training_settings(), medium_fraction=self.medium_fraction)
         if kind == "expert-random":
             settings["expert_share"] = self.expert_share
@@ -386,6 +390,27 @@ def _random_actor(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], 
     return act
 
 
+def scripted_actor(env: gym.Env, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The env's scripted behaviour (``env.unwrapped.scripted_behaviour(rng)``), its noise drawn from its own generator.
+
+    :param env: an env that declares ``scripted_behaviour``
+    :param seed: seed of the behaviour's generator
+    :raises ValueError: when the env has no scripted behaviour
+    """
+    behaviour = getattr(env.unwrapped, "scripted_behaviour", None)
+    if behaviour is None:
+        raise ValueError(
+            f"Dataset kind 'scripted' needs an env with a scripted_behaviour(rng) method, such as toy/two-regions-v0; "
+            f"{type(env.unwrapped).__name__} has none"
+        )
+    rng = np.random.default_rng(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return behaviour(rng)
+
+    return act
+
+
 def sac_actor(policy: SACPolicy) -> Callable[[np.ndarray], np.ndarray]:
     """The stochastic SAC policy, as D4RL's datasets were recorded."""
 
@@ -463,8 +488,8 @@ def generate(env_id: str, kinds: Sequence[str] = D4RL_KINDS, size: int | None = 
     :param env_id: id for :func:`rlkit.envs.make_env`, e.g. ``Hopper-v5`` or ``toy/reach-v0``
     :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert`` (D4RL's, the
         default) and ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
-        rest from a uniformly random one, whole episodes each)
-    :param size: transitions of the random, medium and expert datasets (default by env family)
+        rest from a uniformly random one, whole episodes each) and ``scripted`` (the env's scripted behaviour)
+    :param size: transitions of the random, medium, expert and scripted datasets (default by env family)
     :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
         ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
@@ -505,7 +530,7 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
 
     env = make_env(env_id)
     refs = _declared_reference_scores(env, env_id)
-    agent = train_agent(config) if refs is None or any(kind != "random" for kind in todo) else None
+    agent = train_agent(config) if refs is None or any(kind not in SAC_FREE_KINDS for kind in todo) else None
     if refs is None:
         assert agent is not None
         refs = _measured_reference_scores(env, config, agent)
@@ -513,13 +538,15 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
 
     def rollout(name: str) -> list[EpisodeBuffer]:
         if name not in rollouts:
+            seed = config.seed + {"random": 30_000, "medium": 40_000, "expert": 50_000, "scripted": 80_000}[name]
             if name == "random":
                 act = _random_actor(env.action_space, config.seed)
+            elif name == "scripted":
+                act = scripted_actor(env, seed)
             else:
                 assert agent is not None
                 medium, expert = agent.select(config.medium_fraction)
                 act = sac_actor(agent.policy_at(medium if name == "medium" else expert))
-            seed = config.seed + {"random": 30_000, "medium": 40_000, "expert": 50_000}[name]
             rollouts[name] = collect(env, act, config.size, seed, f"{name} rollouts", config.progress_bar)
         return rollouts[name]
 
@@ -550,6 +577,7 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
         algorithm = {
             "random": "uniformly random policy",
             "expert-random": "stable-baselines3 SAC and a uniformly random policy",
+            "scripted": "the env's scripted behaviour",
         }.get(kind, "stable-baselines3 SAC")
         _write(ids[kind], episodes, env, config, kind, refs, algorithm)
 
@@ -560,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser.add_argument("--env", required=True, help="environment id for rlkit.envs.make_env, e.g. Hopper-v5, toy/reach-v0")
     kinds_help = f"dataset kinds to write: {', '.join(KINDS)}"
     parser.add_argument("--kinds", nargs="+", default=list(D4RL_KINDS), choices=KINDS, metavar="KIND", help=kinds_help)
-    parser.add_argument("--size", type=int, help="transitions of random/medium/expert (default: 100000; toy: 5000)")
+    parser.add_argument("--size", type=int, help="transitions of random/medium/expert/scripted (default: 100000; toy: 5000)")
     parser.add_argument("--train-steps", type=int, help="SAC environment steps (default: 60000; toy: 1500)")
     parser.add_argument("--learning-starts", type=int, help="SAC's initial random steps (default: 5000; toy: 100)")
     parser.add_argument("--eval-freq", type=int, help="evaluate and snapshot SAC every N steps (default: 5000; toy: 100)")

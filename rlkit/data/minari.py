@@ -29,9 +29,10 @@ REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "ter
 #: dataset kinds of D4RL's gym-mujoco suite, as written by :mod:`rlkit.data.generate`
 #: the kinds of D4RL, written by default
 D4RL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
-#: every kind rlkit generates: D4RL's and ``expert-random`` (a bimodal mix: a share of expert transitions, the
-#: rest uniformly random, for methods that must pick the good part of mixed-quality data)
-KINDS = (*D4RL_KINDS, "expert-random")
+#: every kind rlkit generates: D4RL's, ``expert-random`` (a bimodal mix: a share of expert transitions, the
+#: rest uniformly random, for methods that must pick the good part of mixed-quality data) and ``scripted``
+#: (the env's own scripted behaviour, for toy tasks whose data must have a designed structure)
+KINDS = (*D4RL_KINDS, "expert-random", "scripted")
 #: D4RL env name -> the gymnasium MuJoCo id the generator uses for it
 D4RL_GYM_IDS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
 #: Minari namespace of the datasets written by :mod:`rlkit.data.generate` (local only, never downloaded)
