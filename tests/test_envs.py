@@ -193,6 +193,38 @@ def test_two_regions_behaviour_is_near_expert_on_the_left_and_random_on_the_righ
     assert np.mean(expert_returns) == pytest.approx(TwoRegionsEnv.ref_max_score, abs=0.5)
 
 
+def test_two_regions_behaviour_rests_on_the_pushes_it_sees_so_resting_looks_better_than_it_is():
+    """On the left the behaviour rests exactly when the coming push carries the point more than a move towards the
+    goal (about 16% of the steps, P(N(0, 1) > 1)): in its data a rest progresses further than a move, while a rest
+    chosen without seeing the push progresses by nothing on average."""
+    env = TwoRegionsEnv()
+    rng = np.random.default_rng(0)
+    progress: dict[str, list[float]] = {"rest": [], "move": [], "blind rest": []}
+    for seed in range(60):
+        env.reset(seed=seed, options={"side": "left"})
+        for _ in range(10):
+            direction = (env.goal - env._pos) / np.linalg.norm(env.goal - env._pos)
+            rests = env.rests()
+            assert rests == (float(env._push @ direction) > env.max_speed)
+            action = env.scripted_behaviour(rng)
+            assert (not np.any(action)) == rests
+            before = env._pos.copy()
+            env.step(action)
+            progress["rest" if rests else "move"].append(float((env._pos - before) @ direction))
+        env.reset(seed=1000 + seed, options={"side": "left"})
+        for _ in range(10):
+            direction = (env.goal - env._pos) / np.linalg.norm(env.goal - env._pos)
+            before = env._pos.copy()
+            env.step(np.zeros(2))
+            progress["blind rest"].append(float((env._pos - before) @ direction))
+    share = len(progress["rest"]) / (len(progress["rest"]) + len(progress["move"]))
+    assert share == pytest.approx(0.16, abs=0.05)
+    assert np.mean(progress["rest"]) > np.mean(progress["move"]) + 0.03 and np.mean(progress["move"]) > 0.05
+    assert abs(np.mean(progress["blind rest"])) < 0.02
+    env.reset(seed=0, options={"side": "right"})
+    assert not env.rests() and not np.any(env._push)
+
+
 # one id of each family that make_env knows beyond gymnasium's own
 PREFIXED_IDS = ["toy/reach-v0", "dmc/cheetah-run", "metaworld/reach-v3", "safe/HopperVelocity-v5", "mo/mo-hopper-2obj-v5"]
 

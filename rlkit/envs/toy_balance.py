@@ -1,15 +1,17 @@
 """A point mass in two regions whose data call for different balances of improvement and constraint (FamO2O's toy).
 
-:class:`TwoRegionsEnv` puts each episode in one of two halves of the square. Its scripted
-behaviour (:meth:`TwoRegionsEnv.scripted_behaviour`, the ``scripted`` kind of
-:mod:`rlkit.data.generate`) is the straight-line controller with zero-mean action noise on the
-left, where moves slip, and uniformly random on the right, where moves are exact. On the left the
-behaviour's mean action is already the best one while one transition's outcome says little about
-its action (the slip is as large as a move): a strong behaviour constraint keeps the good mean, a
-greedy weighting of the dataset's actions by their estimated advantages chases the slips. On the
-right the behaviour is poor but covers every action and outcomes are exact: a greedy weighting
-extracts the good actions. So the best fixed balance differs by region by construction of the data
-and the dynamics.
+:class:`TwoRegionsEnv` puts each episode in one of two halves of the square. On the left each move
+slips by a random push as large as a move; on the right moves are exact. The scripted behaviour
+(:meth:`TwoRegionsEnv.scripted_behaviour`, the ``scripted`` kind of :mod:`rlkit.data.generate`) is
+near-optimal on the left: the straight-line controller, except that it rests when the coming push
+will carry the point towards the goal by more than a move. The push is not in the observation, so
+the dataset credits resting with the push's progress: its estimated advantage is high, its true
+one (for a policy that cannot see the push) low. A strong behaviour constraint keeps the
+controller's moves; a greedy weighting of the dataset's actions by their advantages learns to rest.
+On the right the behaviour is uniformly random, poor but covering every action, and outcomes are
+exact: only a greedy weighting extracts the good actions. So the best fixed balance differs by
+region, by construction of the data and the dynamics; online data (the learner's own rests, with
+pushes it did not choose) correct the left region's advantages.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class TwoRegionsEnv(gym.Env):
     the point starts uniformly in ``[0.2, 0.9] x [-0.9, 0.9]`` of that side (mirrored on the left)
     and stays in it (``|x| >= wall``): the goal is ``(-0.5, 0.5)`` on the left, ``(0.5, 0.5)`` on
     the right. Each step moves the point by ``max_speed * action`` (actions in ``[-1, 1]^2``),
-    plus Gaussian noise of std ``slip`` per axis on the left side, then clips it to its half of
+    plus a push of Gaussian noise of std ``slip`` per axis on the left side (drawn at the previous
+    step or reset, so that the scripted behaviour can read it), then clips it to its half of
     ``[-1, 1]^2``. The reward is the negative distance to the goal after the move.
 
     Observation: ``(x, y)`` as float32 (the side is the sign of ``x``).
@@ -37,6 +40,7 @@ class TwoRegionsEnv(gym.Env):
     :param max_speed: distance covered per step at full action
     :param slip: std of the move's noise on the left side (per axis)
     :param action_noise: std of the Gaussian noise the scripted behaviour adds to the straight line on the left
+        when it moves
     :param wall: half-width of the wall between the sides (no point has ``|x| < wall``)
     """
 
@@ -65,6 +69,7 @@ class TwoRegionsEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._pos = np.array([self.wall, 0.0])
+        self._push = np.zeros(2)
         self._t = 0
 
     @property
@@ -87,17 +92,20 @@ class TwoRegionsEnv(gym.Env):
         sign = -1.0 if side == "left" else 1.0
         self._pos = np.array([sign * self.np_random.uniform(0.2, 0.9), self.np_random.uniform(-0.9, 0.9)])
         self._t = 0
+        self._draw_push()
         return self._pos.astype(np.float32), {}
+
+    def _draw_push(self) -> None:
+        """Draw the push of the next move: Gaussian on the left, none on the right."""
+        self._push = self.np_random.normal(0.0, self.slip, size=2) if self.side == "left" else np.zeros(2)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
-        left = self.side == "left"
-        move = self.max_speed * action
-        if left:
-            move = move + self.np_random.normal(0.0, self.slip, size=2)
-        low, high = (-1.0, -self.wall) if left else (self.wall, 1.0)
+        move = self.max_speed * action + self._push
+        low, high = (-1.0, -self.wall) if self.side == "left" else (self.wall, 1.0)
         self._pos = np.array([np.clip(self._pos[0] + move[0], low, high), np.clip(self._pos[1] + move[1], -1.0, 1.0)])
         self._t += 1
+        self._draw_push()
         dist = float(np.linalg.norm(self.goal - self._pos))
         return self._pos.astype(np.float32), -dist, False, self._t >= self.max_episode_steps, {}
 
@@ -105,15 +113,27 @@ class TwoRegionsEnv(gym.Env):
         """The straight-line controller: full speed towards the side's goal, then stop on it."""
         return np.clip((self.goal - self._pos) / self.max_speed, -1.0, 1.0).astype(np.float32)
 
+    def rests(self) -> bool:
+        """Whether the scripted behaviour rests: on the left, when the coming push carries the point towards the goal
+        by more than a move."""
+        delta = self.goal - self._pos
+        direction = delta / max(float(np.linalg.norm(delta)), 1e-9)
+        return self.side == "left" and float(self._push @ direction) > self.max_speed
+
     def scripted_behaviour(self, rng: np.random.Generator) -> np.ndarray:
-        """The behaviour of the ``scripted`` dataset: near-expert on the left, uniformly random on the right.
+        """The behaviour of the ``scripted`` dataset: near-optimal on the left, uniformly random on the right.
+
+        On the left it rests (zero action) when :meth:`rests`, else it follows the straight line with
+        Gaussian noise of std ``action_noise``; it sees the coming push, which the observation does not hold.
 
         :param rng: the generator of the behaviour's noise (not the env's, so the dynamics' draws are unchanged)
         """
-        if self.side == "left":
-            noisy = self.expert_action() + rng.normal(0.0, self.action_noise, size=2)
-            return np.clip(noisy, -1.0, 1.0).astype(np.float32)
-        return rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        if self.side == "right":
+            return rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        if self.rests():
+            return np.zeros(2, dtype=np.float32)
+        noisy = self.expert_action() + rng.normal(0.0, self.action_noise, size=2)
+        return np.clip(noisy, -1.0, 1.0).astype(np.float32)
 
 
 #: toy task ids (without the ``toy/`` prefix) -> (class, default kwargs)
