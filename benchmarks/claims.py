@@ -427,10 +427,8 @@ def interval_estimate(func: Any, *matrices: np.ndarray, reps: int = DEFAULT_REPS
 
 def scale_per_task(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Min-max scale each task's column over the runs of both arms (a constant column maps to 0)."""
-    if y is None:
-        return scale_together([x])[0], None
-    xs, ys = scale_together([x, y])
-    return xs, ys
+    scaled = scale_together([x] if y is None else [x, y])
+    return scaled[0], None if y is None else scaled[1]
 
 
 def scale_together(matrices: list[np.ndarray]) -> list[np.ndarray]:
