@@ -20,6 +20,7 @@ A suite declares the claims it tests under ``claims:``::
         target_metric: return               #   target_metric reaches target (the last one if none does);
                                             #   a number, or a mapping task -> number
         budget_key: online_budget           # the task key our budget is read from (default: the run's budget)
+        controls: {NEW: NEW-Control, OLD: OLD-Control}  # each arm's aggregate minus its control's (below)
         note: what the reader must know     # shown beside the verdict
 
 The score of a run is, by default, the mean of its last ``k`` evaluations (the suite's
@@ -38,6 +39,12 @@ bootstrap CI too. Verdict: **holds** if the CI lies above 0, **contradicted** if
 several tasks whose metric is not a normalised score compares min-max scaled scores (per
 task, over the runs of both arms), so no task dominates by its scale; a monotone scaling
 leaves every per-task comparison unchanged.
+
+With ``controls`` each compared arm is paired with a control arm (e.g. the same method
+taking the same gradient steps without new data) and the effect is the difference of the
+arms' aggregates *minus their controls'*: ``(agg(better) - agg(better's control)) -
+(agg(baseline) - agg(baseline's control))``, its CI from the bootstrap of all four arms'
+runs. The probability of improvement is not defined for such a difference and is left out.
 
 ``python -m benchmarks.claims`` rebuilds ``results/CLAIMS.md`` from every suite's records
 (and the performance profile of each suite); nothing else writes it.
@@ -87,6 +94,7 @@ OPTIONAL_KEYS = {
     "target": (int, float, dict),
     "target_metric": str,
     "budget_key": str,
+    "controls": dict,
     "note": str,
 }
 DEFAULT_LAST_K = 3
@@ -123,6 +131,7 @@ class Claim:
     target: float | dict[str, float] | None = None
     target_metric: str = "return_mean"
     budget_key: str | None = None
+    controls: tuple[tuple[str, str], ...] = ()
     note: str = ""
 
     @property
@@ -135,9 +144,18 @@ class Claim:
         """The baseline as a number when the claim compares against a constant, else ``None``."""
         return None if isinstance(self.baseline, str) else float(self.baseline)
 
-    def arms(self) -> list[str]:
+    def compared(self) -> list[str]:
         """The algorithms the claim compares (one for a threshold claim)."""
         return [self.better] if self.threshold is not None else [self.better, str(self.baseline)]
+
+    def control_of(self, arm: str) -> str | None:
+        """The control arm whose aggregate is subtracted from ``arm``'s, if the claim pairs it with one."""
+        return dict(self.controls).get(arm)
+
+    def arms(self) -> list[str]:
+        """Every algorithm the claim reads: the compared arms, then their controls in the same order."""
+        controls = [self.control_of(arm) for arm in self.compared()]
+        return [*self.compared(), *(control for control in controls if control is not None)]
 
     def target_of(self, task: str) -> float:
         """The value the ``to_target`` summary waits for on ``task``."""
@@ -200,10 +218,29 @@ def _check_arms_and_tasks(where: str, entry: dict[str, Any], tasks: dict[str, An
     for task in entry["tasks"]:
         if task not in tasks:
             raise ClaimError(f"'{where}.tasks' names {task!r}, which is not a task of this suite ({', '.join(tasks)})")
+    _check_controls(where, entry, algorithms)
     budget_key = entry.get("budget_key")
     for task in entry["tasks"] if budget_key is not None else []:
         if budget_key not in tasks[task]:
             raise ClaimError(f"'{where}.budget_key' names {budget_key!r}, which task {task!r} does not set")
+
+
+def _check_controls(where: str, entry: dict[str, Any], algorithms: dict[str, Any]) -> None:
+    """``controls`` maps every compared arm to a control arm of the suite that is not itself compared."""
+    if "controls" not in entry:
+        return
+    if not isinstance(entry["baseline"], str):
+        raise ClaimError(f"'{where}.controls' needs a baseline arm, not a threshold")
+    compared = [entry["better"], entry["baseline"]]
+    controls = entry["controls"]
+    if sorted(controls) != sorted(compared):
+        raise ClaimError(f"'{where}.controls' must map each compared arm ({', '.join(compared)}) to its control arm")
+    for arm, control in controls.items():
+        if not isinstance(control, str) or control not in algorithms or control in compared:
+            raise ClaimError(
+                f"'{where}.controls.{arm}' names {control!r}: a control must be an algorithm of this suite "
+                f"({', '.join(algorithms)}) other than the compared arms"
+            )
 
 
 def _check_summary(where: str, entry: dict[str, Any]) -> None:
@@ -260,6 +297,7 @@ def parse_claims(entries: Any, tasks: dict[str, Any], algorithms: dict[str, Any]
                 target=entry.get("target"),
                 target_metric=METRIC_ALIASES.get(target_metric, target_metric),
                 budget_key=entry.get("budget_key"),
+                controls=tuple(entry.get("controls", {}).items()),
                 note=entry.get("note", ""),
             )
         )
@@ -389,10 +427,16 @@ def interval_estimate(func: Any, *matrices: np.ndarray, reps: int = DEFAULT_REPS
 
 def scale_per_task(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Min-max scale each task's column over the runs of both arms (a constant column maps to 0)."""
-    both = x if y is None else np.concatenate([x, y])
-    low, high = both.min(axis=0), both.max(axis=0)
+    scaled = scale_together([x] if y is None else [x, y])
+    return scaled[0], None if y is None else scaled[1]
+
+
+def scale_together(matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Min-max scale each task's column over the runs of every matrix (a constant column maps to 0)."""
+    stacked = np.concatenate(matrices)
+    low, high = stacked.min(axis=0), stacked.max(axis=0)
     span = np.where(high > low, high - low, 1.0)
-    return (x - low) / span, None if y is None else (y - low) / span
+    return [(m - low) / span for m in matrices]
 
 
 def verdict_of(low: float, high: float) -> str:
@@ -433,16 +477,12 @@ def evaluate_claim(
     :param reps: bootstrap replications
     :param seed: bootstrap seed
     """
-    result = ClaimResult(claim)
+    if claim.controls:
+        return _evaluate_controlled(claim, records, last_k, reps, seed)
+    result = ClaimResult(claim, budget_fraction=_budget_fraction(claim, records))
     x, _ = score_matrix(records, claim, claim.better, last_k)
     y = None if claim.threshold is not None else score_matrix(records, claim, str(claim.baseline), last_k)[0]
     result.runs = {claim.better: len(x)} | ({} if y is None else {str(claim.baseline): len(y)})
-    budgets = [
-        _budget(r, claim) / claim.paper_budget_of(r["task"])
-        for r in records
-        if r.get("algo") in claim.arms() and r.get("task") in claim.tasks and r.get("status") == "ok"
-    ]
-    result.budget_fraction = float(np.mean(budgets)) if budgets else None
     agg = aggregate_fn(claim.aggregate)
     sign = -1.0 if claim.lower_is_better else 1.0
     for t, task in enumerate(claim.tasks):
@@ -467,6 +507,50 @@ def evaluate_claim(
         win, lose = (ys, xs) if claim.lower_is_better else (xs, ys)
         poi, poi_low, poi_high = interval_estimate(metrics.probability_of_improvement, win, lose, reps=reps, seed=seed)
         result.poi, result.poi_ci = poi, (poi_low, poi_high)
+    result.effect, result.ci = effect, (low, high)
+    result.verdict = verdict_of(low, high)
+    return result
+
+
+def _budget_fraction(claim: Claim, records: list[dict[str, Any]]) -> float | None:
+    """Our budget as a share of the paper's, averaged over the finished runs of the claim's arms and tasks."""
+    budgets = [
+        _budget(r, claim) / claim.paper_budget_of(r["task"])
+        for r in records
+        if r.get("algo") in claim.arms() and r.get("task") in claim.tasks and r.get("status") == "ok"
+    ]
+    return float(np.mean(budgets)) if budgets else None
+
+
+def _evaluate_controlled(claim: Claim, records: list[dict[str, Any]], last_k: int, reps: int, seed: int) -> ClaimResult:
+    """:func:`evaluate_claim` for a claim with controls: each arm's aggregate minus its control's, better minus baseline.
+
+    The four arms' runs are resampled independently (stratified by task); no probability of improvement.
+    """
+    result = ClaimResult(claim, budget_fraction=_budget_fraction(claim, records))
+    arms = claim.arms()  # better, baseline, better's control, baseline's control
+    matrices = [score_matrix(records, claim, arm, last_k)[0] for arm in arms]
+    result.runs = {arm: len(m) for arm, m in zip(arms, matrices, strict=True)}
+    for t, task in enumerate(claim.tasks):
+        row: dict[str, Any] = {"task": task}
+        for arm, m, control in ((arms[0], matrices[0], matrices[2]), (arms[1], matrices[1], matrices[3])):
+            row[arm] = float(np.mean(m[:, t]) - np.mean(control[:, t])) if len(m) and len(control) else None
+        result.per_task.append(row)
+    if any(len(m) < 2 for m in matrices):
+        result.reason = "fewer than 2 runs of an arm or a control on every task"
+        return result
+    result.scaled = len(claim.tasks) > 1 and claim.key not in COMMON_SCALE_METRICS
+    scaled = scale_together(matrices) if result.scaled else matrices
+    agg = aggregate_fn(claim.aggregate)
+    sign = -1.0 if claim.lower_is_better else 1.0
+    result.aggregates = {arm: float(agg(m)) for arm, m in zip(arms, scaled, strict=True)}
+
+    def net_effect(
+        better: np.ndarray, baseline: np.ndarray, better_control: np.ndarray, baseline_control: np.ndarray
+    ) -> float:
+        return sign * ((agg(better) - agg(better_control)) - (agg(baseline) - agg(baseline_control)))
+
+    effect, low, high = interval_estimate(net_effect, *scaled, reps=reps, seed=seed)
     result.effect, result.ci = effect, (low, high)
     result.verdict = verdict_of(low, high)
     return result
@@ -500,7 +584,18 @@ def _describe(claim: Claim) -> str:
     else:
         summary = ""
     direction = ", lower is better" if claim.lower_is_better else ""
-    return f"{claim.aggregate.upper()} of {claim.metric}{summary}{direction}"
+    controlled = ", each arm minus its control" if claim.controls else ""
+    return f"{claim.aggregate.upper()} of {claim.metric}{summary}{direction}{controlled}"
+
+
+def _versus(claim: Claim) -> str:
+    """The "better vs baseline" cell: each arm with its control, if any."""
+
+    def arm(name: str) -> str:
+        control = claim.control_of(name)
+        return f"{name} − {control}" if control else name
+
+    return f"{arm(claim.better)} vs {arm(str(claim.baseline))}"
 
 
 def claims_section(results: list[ClaimResult], last_k: int = DEFAULT_LAST_K) -> list[str]:
@@ -527,7 +622,7 @@ def claims_section(results: list[ClaimResult], last_k: int = DEFAULT_LAST_K) -> 
         metric = _describe(c) + (" (min-max scaled per task)" if r.scaled else "")
         verdict = f"**{r.verdict}**" + (f" ({r.reason})" if r.reason else "")
         lines.append(
-            f"| {c.id}: {c.claim} | {c.paper} | {c.better} vs {c.baseline} | {metric} | {runs} | {_fmt(r.effect)} | "
+            f"| {c.id}: {c.claim} | {c.paper} | {_versus(c)} | {metric} | {runs} | {_fmt(r.effect)} | "
             f"{_ci(r.ci)} | {poi} | {budget} | {verdict} |"
         )
     lines += ["", "Per task, mean score of each arm:", "", "| claim | task | better | baseline |", "|---|---|---|---|"]
@@ -668,7 +763,7 @@ def claims_markdown(rows: list[tuple[ClaimResult, str]], command: str, commit: s
         budget = "—" if r.budget_fraction is None else f"{r.budget_fraction:.2%}"
         verdict = f"**{r.verdict}**" + (f" ({r.reason})" if r.reason else "")
         lines.append(
-            f"| {c.paper} | {c.id}: {c.claim} | [{c.suite}]({folder}/table.md) | {c.better} vs {c.baseline} | "
+            f"| {c.paper} | {c.id}: {c.claim} | [{c.suite}]({folder}/table.md) | {_versus(c)} | "
             f"{_describe(c)}{' (scaled per task)' if r.scaled else ''} | {runs} | {_fmt(r.effect)} | {_ci(r.ci)} | {poi} | "
             f"{budget} | {verdict} |"
         )

@@ -112,6 +112,54 @@ def test_too_few_runs_is_not_shown_with_a_reason():
     assert result.verdict == "not shown" and "fewer than 2 runs" in result.reason
 
 
+CONTROLLED_ALGOS = {"NEW": {}, "OLD": {}, "NEW-C": {}, "OLD-C": {}}
+
+
+def controlled_runs(new: float, new_control: float, old: float, old_control: float, n: int = 10) -> list[dict]:
+    """``n`` seeds of the two arms and their controls, each around its given mean."""
+    rng = np.random.default_rng(0)
+    means = {"NEW": new, "NEW-C": new_control, "OLD": old, "OLD-C": old_control}
+    return [record(algo, "task-a", s, list(rng.normal(mean, 0.3, 3))) for algo, mean in means.items() for s in range(n)]
+
+
+def test_controls_compare_each_arms_gain_over_its_control():
+    """With controls the effect is (NEW - NEW-C) - (OLD - OLD-C): NEW ahead of OLD but by less than its control
+    is contradicted, and the arms' and controls' aggregates give the effect exactly."""
+    entry = {**VALID, "controls": {"NEW": "NEW-C", "OLD": "OLD-C"}}
+    c = parse_claims([entry], TASKS, CONTROLLED_ALGOS)[0]
+    assert c.arms() == ["NEW", "OLD", "NEW-C", "OLD-C"] and c.control_of("OLD") == "OLD-C"
+    plain = parse_claims([VALID], TASKS, CONTROLLED_ALGOS)[0]
+    data = controlled_runs(new=5.0, new_control=4.0, old=3.0, old_control=0.0)
+    assert evaluate_claim(plain, data).verdict == "holds"
+    result = evaluate_claim(c, data)
+    assert result.verdict == "contradicted" and result.poi is None and set(result.runs.values()) == {10}
+    agg = result.aggregates
+    assert result.effect == pytest.approx((agg["NEW"] - agg["NEW-C"]) - (agg["OLD"] - agg["OLD-C"]))
+    assert result.effect == pytest.approx(-2.0, abs=0.5)
+    assert result.per_task[0]["NEW"] == pytest.approx(1.0, abs=0.3)
+    assert evaluate_claim(c, controlled_runs(new=5.0, new_control=2.0, old=3.0, old_control=3.0)).verdict == "holds"
+    few = evaluate_claim(c, [r for r in data if r["algo"] != "OLD-C"])
+    assert few.verdict == "not shown" and "control" in few.reason
+    section = "\n".join(claims_module.claims_section([result]))
+    assert "NEW − NEW-C vs OLD − OLD-C" in section and "each arm minus its control" in section
+
+
+@pytest.mark.parametrize(
+    ("controls", "message"),
+    [
+        ({"NEW": "NEW-C"}, "must map each compared arm (NEW, OLD)"),
+        ({"NEW": "NEW-C", "OLD": "NEW"}, "'claims[0] (new-beats-old).controls.OLD' names 'NEW'"),
+        ({"NEW": "NEW-C", "OLD": "SAC"}, "'claims[0] (new-beats-old).controls.OLD' names 'SAC'"),
+    ],
+)
+def test_malformed_controls_are_named(controls, message):
+    with pytest.raises(ClaimError) as info:
+        parse_claims([{**VALID, "controls": controls}], TASKS, CONTROLLED_ALGOS)
+    assert message in str(info.value), str(info.value)
+    with pytest.raises(ClaimError, match="needs a baseline arm"):
+        parse_claims([{**VALID, "baseline": 1.0, "controls": {"NEW": "NEW-C"}}], TASKS, CONTROLLED_ALGOS)
+
+
 def test_the_difference_ci_agrees_with_scipy_bootstrap_on_the_same_data():
     rng = np.random.default_rng(1)
     x, y = rng.normal(1.0, 1.0, 12), rng.normal(0.0, 2.0, 15)

@@ -13,6 +13,7 @@ from rlkit.data import OfflineDataset, d4rl_normalized_score, d4rl_ref_scores, l
 from rlkit.data.generate import generate, main
 from rlkit.data.scores import d4rl_env_name
 from rlkit.envs.toy import PointReachEnv
+from rlkit.envs.toy_balance import TwoRegionsEnv
 
 #: tiny budgets: SAC trains for 400 steps, snapshots every 100
 TOY_BUDGET = dict(size=600, train_steps=400, learning_starts=100, eval_freq=100, n_eval_episodes=2, progress_bar=False)
@@ -114,12 +115,12 @@ def test_scripted_noisy_ranges_from_success_to_failure(minari_store, monkeypatch
     monkeypatch.setattr("rlkit.data.generate.SAC", None)
     settings = dict(size=2_000, noise_levels=[0, 10], n_ref_episodes=1, seed=1, progress_bar=False)
     env_id = "metaworld/button-press-topdown-v3"
-    (dataset_id,) = generate(env_id, kinds=["scripted-noisy"], **settings).values()
+    (dataset_id,) = generate(env_id, kinds=["scripted"], **settings).values()
     data = load_dataset(dataset_id)
-    assert dataset_id == "rlkit/metaworld-button-press-topdown-v3/scripted-noisy-v0" and data.env_id == env_id
+    assert dataset_id == "rlkit/metaworld-button-press-topdown-v3/scripted-v0" and data.env_id == env_id
     assert len(data) == 2_000 and 1_000 in data.episode_ends  # an equal share per level, 500-step episodes
     assert data.metadata["rlkit_generate"]["noise_levels"] == [0.0, 10.0]
-    assert "--kinds scripted-noisy" in data.metadata["generate_command"]
+    assert "--kinds scripted" in data.metadata["generate_command"]
     assert "--noise-levels 0 10" in data.metadata["generate_command"]
     assert np.abs(data.actions).max() <= 1.0
     noiseless, noisiest = np.array_split(data.episode_returns, 2)
@@ -127,16 +128,35 @@ def test_scripted_noisy_ranges_from_success_to_failure(minari_store, monkeypatch
     assert noiseless.min() > 3_000 and noisiest.max() < 0.5 * noiseless.min()
     assert np.mean(np.abs(data.actions[1_000:]) == 1.0) > 0.8 > np.mean(np.abs(data.actions[:1_000]) == 1.0)
     # reference scores measured: uniformly random and the noiseless scripted policy
-    assert "noiseless scripted policy" in data.metadata["ref_scores_source"]
+    assert "noiseless scripted behaviour" in data.metadata["ref_scores_source"]
     assert data.ref_min_score < 500 and data.ref_max_score == pytest.approx(noiseless.mean(), rel=0.05)
 
     # cached: the command line with the same settings reuses it; other noise levels are refused
-    stamp = (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-noisy-v0").stat().st_mtime_ns
-    argv = ["--env", env_id, "--kinds", "scripted-noisy", "--size", "2000", "--noise-levels", "0", "10"]
-    assert main([*argv, "--n-ref-episodes", "1", "--seed", "1", "--no-progress"]) == {"scripted-noisy": dataset_id}
-    assert (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-noisy-v0").stat().st_mtime_ns == stamp
+    stamp = (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-v0").stat().st_mtime_ns
+    argv = ["--env", env_id, "--kinds", "scripted", "--size", "2000", "--noise-levels", "0", "10"]
+    assert main([*argv, "--n-ref-episodes", "1", "--seed", "1", "--no-progress"]) == {"scripted": dataset_id}
+    assert (minari_store / "rlkit" / "metaworld-button-press-topdown-v3" / "scripted-v0").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"noise_levels.*overwrite"):
-        generate(env_id, kinds=["scripted-noisy"], **{**settings, "noise_levels": [0.0, 1.0]})
+        generate(env_id, kinds=["scripted"], **{**settings, "noise_levels": [0.0, 1.0]})
+
+
+def test_generate_scripted_records_the_envs_behaviour_without_training(minari_store):
+    """The scripted kind rolls out the env's scripted behaviour (its noise from its own generator, seeded
+    seed + 80000, so a rollout written here reproduces it exactly); no SAC agent is trained."""
+    (dataset_id,) = generate("toy/two-regions-v0", ["scripted"], size=300, seed=3, progress_bar=False).values()
+    data = load_dataset(dataset_id)
+    assert dataset_id == "rlkit/toy-two-regions-v0/scripted-v0" and len(data) == 300
+    assert not (minari_store / ".rlkit-agents").exists()
+    assert (data.metadata["ref_min_score"], data.metadata["ref_max_score"]) == (-20.7, -4.2)
+    env, rng = TwoRegionsEnv(), np.random.default_rng(3 + 80_000)
+    obs, _ = env.reset(seed=3 + 80_000)
+    for t in range(env.max_episode_steps):
+        action = env.scripted_behaviour(rng)
+        np.testing.assert_allclose(data.observations[t], obs, atol=1e-6)
+        np.testing.assert_allclose(data.actions[t], action, atol=1e-6)
+        obs, *_ = env.step(action)
+    with pytest.raises(ValueError, match="scripted_behaviour"):
+        generate("toy/reach-v0", ["scripted"], size=100, progress_bar=False)
 
 
 @pytest.mark.parametrize(
@@ -144,11 +164,11 @@ def test_scripted_noisy_ranges_from_success_to_failure(minari_store, monkeypatch
     [
         (dict(kinds=["mediocre"]), r"Unknown dataset kind\(s\) \['mediocre'\]"),
         (
-            dict(kinds=["scripted-noisy"]),
-            r"scripted-noisy kind records an env's scripted policy, and 'toy/reach-v0' has no scripted policy.*"
-            r"Choose a Meta-World task, or a kind recorded from SAC for toy/reach-v0 \(random, medium",
+            dict(kinds=["scripted"]),
+            r"scripted kind records an env's scripted behaviour: 'toy/reach-v0' declares no scripted_behaviour.*"
+            r"Choose such a task, or a kind recorded from SAC for toy/reach-v0 \(random, medium",
         ),
-        (dict(kinds=["scripted-noisy"], noise_levels=[0.5, -1]), "noise_levels must be finite and non-negative"),
+        (dict(kinds=["scripted"], noise_levels=[0.5, -1]), "noise_levels must be finite and non-negative"),
         (dict(size=0), "size must be positive"),
         (dict(train_steps=100, learning_starts=100), r"learning_starts \(100\) must be in"),
         (dict(medium_fraction=1.5), "medium_fraction must be in"),

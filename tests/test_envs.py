@@ -5,6 +5,7 @@ from gymnasium import spaces
 from rlkit import make_env
 from rlkit.envs import known_env_ids
 from rlkit.envs.toy import PointReachEnv, TwoRoutesEnv
+from rlkit.envs.toy_balance import TwoRegionsEnv
 
 # id -> (observation shape, action shape, reward shape)
 FAMILIES = {
@@ -125,6 +126,103 @@ def test_two_routes_reference_scores_are_the_measured_ones():
     expert_returns = [_rollout(env, env.expert_action, seed)[0] for seed in range(200)]
     assert np.mean(random_returns) == pytest.approx(TwoRoutesEnv.ref_min_score, abs=2.0)
     assert np.mean(expert_returns) == pytest.approx(TwoRoutesEnv.ref_max_score, abs=0.2)
+
+
+def test_two_regions_moves_exactly_on_the_right_slips_on_the_left_and_keeps_each_side():
+    """Right: the point moves by exactly max_speed * action and the reward is minus the distance to (0.5, 0.5);
+    left: the same move plus noise of std ``slip`` per axis, goal (-0.5, 0.5); no point crosses the wall."""
+    env = make_env("toy/two-regions-v0")
+    obs, _ = env.reset(seed=0, options={"side": "right"})
+    assert 0.2 <= obs[0] <= 0.9 and -0.9 <= obs[1] <= 0.9
+    action = np.array([0.5, -1.0], dtype=np.float32)
+    obs2, reward, terminated, truncated, _ = env.step(action)
+    np.testing.assert_allclose(obs2, obs + 0.1 * action, atol=1e-6)
+    assert reward == pytest.approx(-np.linalg.norm(np.array([0.5, 0.5]) - obs2), abs=1e-6)
+    assert not terminated and not truncated
+    for _ in range(20):  # full speed left: stopped at the wall, never on the other side
+        obs2, *_ = env.step(np.array([-1.0, 0.0]))
+    assert obs2[0] == pytest.approx(0.1)
+
+    base = env.unwrapped
+    moves = []
+    for seed in range(40):
+        start, _ = env.reset(seed=seed, options={"side": "left"})
+        assert -0.9 <= start[0] <= -0.2
+        base._pos = np.array([-0.5, 0.0])
+        obs, reward, *_ = env.step(np.array([0.0, 1.0]))
+        assert reward == pytest.approx(-np.linalg.norm(np.array([-0.5, 0.5]) - obs), abs=1e-6)
+        moves.append(obs - np.array([-0.5, 0.1]))
+    assert np.std(moves) == pytest.approx(base.slip, rel=0.25) and abs(np.mean(moves)) < 0.03
+    env.reset(seed=0, options={"side": "left"})
+    base._pos = np.array([-0.12, 0.0])
+    for _ in range(10):
+        obs, *_ = env.step(np.array([1.0, 0.0]))
+        assert obs[0] <= -0.1
+    truncations = [env.step(np.zeros(2))[3] for _ in range(base.max_episode_steps - 10)]
+    assert truncations[-1] and not any(truncations[:-1])
+    with pytest.raises(ValueError, match="side"):
+        env.reset(options={"side": "up"})
+
+
+def _two_regions_return(env: TwoRegionsEnv, act, seed: int, side: str | None = None) -> float:
+    env.reset(seed=seed, options={"side": side} if side else None)
+    total, done = 0.0, False
+    while not done:
+        _, reward, terminated, truncated, _ = env.step(act())
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
+def test_two_regions_behaviour_is_near_expert_on_the_left_and_random_on_the_right():
+    """The scripted behaviour gets >= 90% of the way from random to the straight-line controller on the left and
+    <= 10% on the right, over 100 fixed seeds per side; the declared reference scores are the measured returns."""
+    env = TwoRegionsEnv()
+    rng = np.random.default_rng(0)
+    shares = {}
+    for side in env.sides:
+        random = np.mean([_two_regions_return(env, lambda: rng.uniform(-1, 1, 2), s, side) for s in range(100)])
+        expert = np.mean([_two_regions_return(env, env.expert_action, s, side) for s in range(100)])
+        behaviour = np.mean([_two_regions_return(env, lambda: env.scripted_behaviour(rng), s, side) for s in range(100)])
+        assert expert > random + 10
+        shares[side] = (behaviour - random) / (expert - random)
+    assert shares["left"] >= 0.9 and shares["right"] <= 0.1
+    random_returns = [_two_regions_return(env, lambda: rng.uniform(-1, 1, 2), s) for s in range(200)]
+    expert_returns = [_two_regions_return(env, env.expert_action, s) for s in range(200)]
+    assert np.mean(random_returns) == pytest.approx(TwoRegionsEnv.ref_min_score, abs=1.0)
+    assert np.mean(expert_returns) == pytest.approx(TwoRegionsEnv.ref_max_score, abs=0.5)
+
+
+def test_two_regions_behaviour_rests_on_the_pushes_it_sees_so_resting_looks_better_than_it_is():
+    """On the left the behaviour rests exactly when the coming push carries the point more than a move towards the
+    goal (about 16% of the steps, P(N(0, 1) > 1)): in its data a rest progresses further than a move, while a rest
+    chosen without seeing the push progresses by nothing on average."""
+    env = TwoRegionsEnv()
+    rng = np.random.default_rng(0)
+    progress: dict[str, list[float]] = {"rest": [], "move": [], "blind rest": []}
+    for seed in range(60):
+        env.reset(seed=seed, options={"side": "left"})
+        for _ in range(10):
+            direction = (env.goal - env._pos) / np.linalg.norm(env.goal - env._pos)
+            rests = env.rests()
+            assert rests == (float(env._push @ direction) > env.max_speed)
+            action = env.scripted_behaviour(rng)
+            assert (not np.any(action)) == rests
+            before = env._pos.copy()
+            env.step(action)
+            progress["rest" if rests else "move"].append(float((env._pos - before) @ direction))
+        env.reset(seed=1000 + seed, options={"side": "left"})
+        for _ in range(10):
+            direction = (env.goal - env._pos) / np.linalg.norm(env.goal - env._pos)
+            before = env._pos.copy()
+            env.step(np.zeros(2))
+            progress["blind rest"].append(float((env._pos - before) @ direction))
+    share = len(progress["rest"]) / (len(progress["rest"]) + len(progress["move"]))
+    assert share == pytest.approx(0.16, abs=0.05)
+    assert np.mean(progress["rest"]) > np.mean(progress["move"]) + 0.03 and np.mean(progress["move"]) > 0.05
+    assert abs(np.mean(progress["blind rest"])) < 0.02
+    env.reset(seed=0, options={"side": "right"})
+    assert not env.rests() and not np.any(env._push)
 
 
 # one id of each family that make_env knows beyond gymnasium's own

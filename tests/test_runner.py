@@ -379,3 +379,29 @@ def test_o2o_runs_record_the_online_gain_and_the_no_new_data_control(tmp_path, m
         assert [p["gain"] for p in curve] == pytest.approx([p["normalized"] - start for p in curve])
     assert records["IQLO2O-NoData"]["hyperparams"]["online_data"] is False
     assert "change (gain)" in (out / "table.md").read_text()
+
+
+def test_famo2o_toy_suite_pairs_each_arm_with_its_no_data_control_and_gives_online_data_a_real_share():
+    """famo2o-toy: FamO2O and IQLO2O (fixed beta at the midpoint of FamO2O's beta_range), each with a control that
+    differs only by online_data false; at least 5 seeds, none of the sizing seeds (>= 90); the online steps are at
+    least 40% of the final buffer; both claims parse, the second net of the controls."""
+    from benchmarks.claims import suite_claims
+
+    specs = build_specs("famo2o-toy")
+    arms = {spec.algo: spec for spec in specs}
+    assert set(arms) == {"FamO2O", "FamO2O-NoData", "IQLO2O", "IQLO2O-NoData"}
+    seeds = sorted({spec.seed for spec in specs})
+    assert len(seeds) >= 5 and max(seeds) < 90
+    for arm in ("FamO2O", "IQLO2O"):
+        control = arms[f"{arm}-NoData"].hyperparams
+        assert control["online_data"] is False and {k: v for k, v in control.items() if k != "online_data"} == (
+            arms[arm].hyperparams
+        )
+    assert arms["IQLO2O"].hyperparams["beta"] == np.mean(arms["FamO2O"].hyperparams["beta_range"])
+    spec = arms["FamO2O"]
+    assert spec.generate == {"kind": "scripted", "size": spec.generate["size"]}
+    online = spec.options["online_budget"]
+    assert online / (spec.generate["size"] + online) >= 0.4
+    claims, _ = suite_claims("famo2o-toy")
+    assert [c.metric for c in claims] == ["normalized", "gain"]
+    assert claims[1].arms() == ["FamO2O", "IQLO2O", "FamO2O-NoData", "IQLO2O-NoData"]

@@ -12,16 +12,18 @@ an SB3 SAC agent on the env (evaluating and keeping a snapshot every
 - ``medium-replay``: every transition SAC collected up to the medium snapshot;
 - ``medium-expert``: the medium and expert transitions together (``2 * size``).
 
-and, for an env with a scripted policy (Meta-World's tasks), without training SAC:
+and, for an env with a scripted behaviour, without training SAC:
 
-- ``scripted-noisy``: ``size`` transitions of the scripted policy, an equal share at each
-  level ``sigma`` of ``noise_levels``: actions ``clip(a + sigma * eps, low, high)`` with
-  ``eps ~ N(0, I)``, so that the episodes range from success (``sigma = 0``) to failure.
+- ``scripted``: ``size`` transitions of the scripted behaviour (:func:`scripted_actor`: a toy
+  task's own ``scripted_behaviour(rng)``, e.g. ``toy/two-regions-v0``, or Meta-World's scripted
+  policy), an equal share at each level ``sigma`` of ``noise_levels`` (default: none):
+  actions ``clip(a + sigma * eps, low, high)`` with ``eps ~ N(0, I)``, so that with several
+  levels the episodes range from success (``sigma = 0``) to failure.
 
 Reference scores: D4RL's for hopper, halfcheetah, walker2d and ant; those the
 env declares (``ref_min_score`` / ``ref_max_score`` attributes, as the toy tasks)
 otherwise; else the measured returns of the random policy and of the expert (for
-``scripted-noisy``: of the noiseless scripted policy).
+``scripted``: of the noiseless scripted behaviour).
 The datasets go to the Minari store (``$MINARI_DATASETS_PATH``) under
 ``rlkit/<env>/<kind>-v0`` with the generating command and its settings in the
 metadata. Everything is cached: a second call with the same settings reuses the
@@ -59,8 +61,8 @@ from rlkit.common.evaluation import evaluate
 from rlkit.data.minari import D4RL_KINDS, KINDS, SCRIPTED_KIND, local_dataset_id
 from rlkit.data.scores import d4rl_ref_scores
 
-#: default noise levels of ``scripted-noisy``: noiseless, mild, strong (some episodes fail), near uniform (most fail)
-DEFAULT_NOISE_LEVELS = (0.0, 1.0, 3.0, 10.0)
+#: default noise levels of ``scripted``: the behaviour as it is (Meta-World's mixed-quality data in pearl-local: 0 1 3 10)
+DEFAULT_NOISE_LEVELS = (0.0,)
 #: settings that do not change the data
 _NON_DATA_KEYS = ("overwrite", "progress_bar")
 #: defaults of the budgets, by env family: toy tasks in seconds, a usable MuJoCo medium-replay in < 20 min on 2 cores
@@ -88,7 +90,7 @@ class GenerateConfig:
 
     :param env_id: id for :func:`rlkit.envs.make_env`
     :param kinds: dataset kinds to write, from :data:`~rlkit.data.minari.KINDS`
-    :param size: transitions of the random, medium, expert and scripted-noisy datasets
+    :param size: transitions of the random, medium, expert and scripted datasets
     :param train_steps: SAC environment steps
     :param learning_starts: SAC's initial uniformly random steps
     :param eval_freq: evaluate and keep a snapshot every ``eval_freq`` steps
@@ -96,7 +98,7 @@ class GenerateConfig:
     :param n_ref_episodes: episodes of the measured reference returns
     :param medium_fraction: the medium policy's return sits this fraction of the way from random to expert
     :param expert_share: share of expert transitions in ``expert-random`` (the rest are uniformly random)
-    :param noise_levels: standard deviations of the Gaussian action noise of ``scripted-noisy``, an equal share of
+    :param noise_levels: standard deviations of the Gaussian action noise of ``scripted``, an equal share of
         the ``size`` transitions each
     :param seed: seed of SAC, the evaluations and the rollouts
     :param sac_kwargs: keyword arguments of SB3's ``SAC``
@@ -145,9 +147,7 @@ class GenerateConfig:
         self._check_noise_levels()
 
     def _check_noise_levels(self) -> None:
-        """Noise levels as floats; for ``scripted-noisy``: valid ones, and an env with a scripted policy."""
-        from rlkit.envs.registry import scripted_policy
-
+        """Noise levels as floats; for ``scripted``: at least one, each finite and non-negative."""
         self.noise_levels = [float(sigma) for sigma in self.noise_levels]
         if SCRIPTED_KIND not in self.kinds:
             return
@@ -156,14 +156,6 @@ class GenerateConfig:
         assert self.size is not None  # set from the defaults above
         if self.size < len(self.noise_levels):
             raise ValueError(f"size ({self.size}) must give each of the {len(self.noise_levels)} noise levels a transition")
-        try:
-            scripted_policy(self.env_id)
-        except ValueError as exc:
-            sac_kinds = ", ".join(kind for kind in KINDS if kind != SCRIPTED_KIND)
-            raise ValueError(
-                f"The {SCRIPTED_KIND} kind records an env's scripted policy, and {exc}. Choose a Meta-World task, or a "
-                f"kind recorded from SAC for {self.env_id} ({sac_kinds})"
-            ) from exc
 
     def command(self) -> str:
         """The command line that reproduces this run."""
@@ -426,11 +418,10 @@ def _measured_reference_scores(env: gym.Env, config: GenerateConfig, agent: Trai
 
 
 def _scripted_reference_scores(env: gym.Env, config: GenerateConfig) -> tuple[float, float, str]:
-    from rlkit.envs.registry import scripted_policy
-
     random_return = measure_random_return(env, config.n_ref_episodes, config.seed)
-    expert_return = measure_return(env, scripted_policy(config.env_id), config.n_ref_episodes, config.seed + 20_000)
-    source = f"measured over {config.n_ref_episodes} episodes (random policy, noiseless scripted policy)"
+    expert = scripted_actor(env, config.env_id, config.seed + 20_000)
+    expert_return = measure_return(env, expert, config.n_ref_episodes, config.seed + 20_000)
+    source = f"measured over {config.n_ref_episodes} episodes (random policy, noiseless scripted behaviour)"
     return random_return, expert_return, source
 
 
@@ -438,7 +429,7 @@ def _reference_scores(
     env: gym.Env, config: GenerateConfig, declared: tuple[float, float, str] | None, agent: TrainedAgent | None
 ) -> Callable[[str], tuple[float, float, str]]:
     """kind -> its reference scores: ``declared`` where given; else measured once each, against the noiseless
-    scripted policy for ``scripted-noisy`` and against SAC's expert (of ``agent``) for the other kinds."""
+    scripted behaviour for ``scripted`` and against SAC's expert (of ``agent``) for the other kinds."""
     measured: dict[bool, tuple[float, float, str]] = {}
 
     def scores(kind: str) -> tuple[float, float, str]:
@@ -484,15 +475,44 @@ def noisy_actor(
     return noisy
 
 
-def _scripted_noisy_episodes(env: gym.Env, config: GenerateConfig) -> list[EpisodeBuffer]:
-    """``size`` transitions of the scripted policy, an equal share (whole episodes, the last one cut) per noise level."""
+def scripted_actor(env: gym.Env, env_id: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The scripted behaviour of an env: its own ``scripted_behaviour(rng)`` (toy tasks that declare one, e.g.
+    ``toy/two-regions-v0``; its noise drawn from a generator seeded with ``seed``), else the scripted policy of
+    ``env_id`` (:func:`rlkit.envs.registry.scripted_policy`: Meta-World's tasks).
+
+    :param env: the env the behaviour acts in
+    :param env_id: its id
+    :param seed: seed of the behaviour's own generator
+    :raises ValueError: when the env has neither
+    """
     from rlkit.envs.registry import scripted_policy
 
+    behaviour = getattr(env.unwrapped, "scripted_behaviour", None)
+    if behaviour is not None:
+        rng = np.random.default_rng(seed)
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return behaviour(rng)
+
+        return act
+    try:
+        return scripted_policy(env_id)
+    except ValueError as exc:
+        sac_kinds = ", ".join(kind for kind in KINDS if kind != SCRIPTED_KIND)
+        raise ValueError(
+            f"The {SCRIPTED_KIND} kind records an env's scripted behaviour: {env_id!r} declares no "
+            f"scripted_behaviour(rng) (as toy/two-regions-v0 does) and {exc}. Choose such a task, or a kind recorded "
+            f"from SAC for {env_id} ({sac_kinds})"
+        ) from exc
+
+
+def _scripted_episodes(env: gym.Env, config: GenerateConfig) -> list[EpisodeBuffer]:
+    """``size`` transitions of the scripted behaviour, an equal share (whole episodes, the last one cut) per noise level."""
     assert config.size is not None and isinstance(env.action_space, gym.spaces.Box)
-    expert = scripted_policy(config.env_id)
     shares = [len(share) for share in np.array_split(np.arange(config.size), len(config.noise_levels))]
     episodes: list[EpisodeBuffer] = []
     for level, (sigma, share) in enumerate(zip(config.noise_levels, shares, strict=True)):
+        expert = scripted_actor(env, config.env_id, config.seed + 80_000 + 1_000 * level)
         act = noisy_actor(expert, sigma, env.action_space, config.seed + level)
         desc = f"scripted rollouts (sigma={sigma:g})"
         episodes += collect(env, act, share, config.seed + 80_000 + 1_000 * level, desc, config.progress_bar)
@@ -587,9 +607,9 @@ def generate(env_id: str, kinds: Sequence[str] = D4RL_KINDS, size: int | None = 
     :param env_id: id for :func:`rlkit.envs.make_env`, e.g. ``Hopper-v5`` or ``toy/reach-v0``
     :param kinds: kinds to write, from ``random, medium, expert, medium-replay, medium-expert`` (D4RL's, the
         default), ``expert-random`` (``expert_share`` of the ``size`` transitions from the expert policy, the
-        rest from a uniformly random one, whole episodes each) and ``scripted-noisy`` (the env's scripted policy at
-        each of ``noise_levels``, for Meta-World tasks)
-    :param size: transitions of the random, medium, expert and scripted-noisy datasets (default by env family)
+        rest from a uniformly random one, whole episodes each) and ``scripted`` (the env's scripted behaviour at
+        each of ``noise_levels``: toy tasks that declare one and Meta-World's tasks)
+    :param size: transitions of the random, medium, expert and scripted datasets (default by env family)
     :param kwargs: the other fields of :class:`GenerateConfig` (budgets, seed, namespace, ...); with
         ``cost_penalties`` a safe dataset of :func:`rlkit.data.safe.generate_safe` instead
     :return: kind -> Minari dataset id, for :func:`rlkit.data.load_dataset`
@@ -629,6 +649,8 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
     from rlkit.envs import make_env
 
     env = make_env(env_id)
+    if SCRIPTED_KIND in todo:
+        scripted_actor(env, env_id, config.seed)  # no scripted behaviour: fail before any SAC run
     declared = _declared_reference_scores(env, env_id)
     needs_sac = any(kind != SCRIPTED_KIND and (kind != "random" or declared is None) for kind in todo)
     agent = train_agent(config) if needs_sac else None
@@ -670,13 +692,13 @@ def _generate(config: GenerateConfig, env_id: str, ids: dict[str, str], todo: li
                 config.progress_bar,
             )
         elif kind == SCRIPTED_KIND:
-            episodes = _scripted_noisy_episodes(env, config)
+            episodes = _scripted_episodes(env, config)
         else:
             episodes = rollout(kind)
         algorithm = {
             "random": "uniformly random policy",
             "expert-random": "stable-baselines3 SAC and a uniformly random policy",
-            SCRIPTED_KIND: f"scripted policy with Gaussian action noise (sigma in {config.noise_levels})",
+            SCRIPTED_KIND: f"scripted behaviour with Gaussian action noise (sigma in {config.noise_levels})",
         }.get(kind, "stable-baselines3 SAC")
         _write(ids[kind], episodes, env, config, kind, reference_scores(kind), algorithm)
 
@@ -687,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser.add_argument("--env", required=True, help="environment id for rlkit.envs.make_env, e.g. Hopper-v5, toy/reach-v0")
     kinds_help = f"dataset kinds to write: {', '.join(KINDS)}"
     parser.add_argument("--kinds", nargs="+", default=list(D4RL_KINDS), choices=KINDS, metavar="KIND", help=kinds_help)
-    parser.add_argument("--size", type=int, help="transitions of random/medium/expert (default: 100000; toy: 5000)")
+    parser.add_argument("--size", type=int, help="transitions of random/medium/expert/scripted (default: 100000; toy: 5000)")
     parser.add_argument("--train-steps", type=int, help="SAC environment steps (default: 60000; toy: 1500)")
     parser.add_argument("--learning-starts", type=int, help="SAC's initial random steps (default: 5000; toy: 100)")
     parser.add_argument("--eval-freq", type=int, help="evaluate and snapshot SAC every N steps (default: 5000; toy: 100)")

@@ -29,9 +29,9 @@ REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "ter
 #: dataset kinds of D4RL's gym-mujoco suite, as written by :mod:`rlkit.data.generate`
 #: the kinds of D4RL, written by default
 D4RL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
-#: the kind recorded from an env's scripted policy (:func:`rlkit.envs.registry.scripted_policy`) at several
-#: levels of Gaussian action noise: mixed-quality data, from success to failure, without training an agent
-SCRIPTED_KIND = "scripted-noisy"
+#: the kind recorded from an env's scripted behaviour (a toy task's own ``scripted_behaviour``, or Meta-World's
+#: scripted policy) at one or several levels of Gaussian action noise, without training an agent
+SCRIPTED_KIND = "scripted"
 #: every kind rlkit generates: D4RL's, ``expert-random`` (a bimodal mix: a share of expert transitions, the
 #: rest uniformly random, for methods that must pick the good part of mixed-quality data) and :data:`SCRIPTED_KIND`
 KINDS = (*D4RL_KINDS, "expert-random", SCRIPTED_KIND)

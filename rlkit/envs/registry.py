@@ -7,7 +7,7 @@ Ids by family:
 - ``metaworld/<task>-v3``: a Meta-World MT1 task (seeded), ``info["success"]``, float32 observations;
 - ``mo/<mo-gymnasium id>``: multi-objective tasks, the vector reward kept;
 - ``toy/<name>``: tiny built-in tasks for tests (:mod:`rlkit.envs.toy`, :mod:`rlkit.envs.toy_safe`, :mod:`rlkit.envs.toy_mo`,
-  :mod:`rlkit.envs.toy_run`);
+  :mod:`rlkit.envs.toy_run`, :mod:`rlkit.envs.toy_balance`);
 - ``safe/<Robot>Velocity-v5``: DSRL's velocity-constrained MuJoCo tasks, cost in ``info["cost"]`` (:mod:`rlkit.envs.safety`).
 
 :func:`scripted_policy` gives the hand-written expert of the tasks that have one (Meta-World's).
@@ -28,12 +28,13 @@ from gymnasium import spaces
 
 from rlkit.envs.safety import VELOCITY_TASKS, make_velocity_env
 from rlkit.envs.toy import TOY_ENVS
+from rlkit.envs.toy_balance import TOY_BALANCE_ENVS
 from rlkit.envs.toy_mo import TOY_MO_ENVS
 from rlkit.envs.toy_run import TOY_RUN_ENVS
 from rlkit.envs.toy_safe import TOY_SAFE_ENVS
 
-#: every ``toy/`` task: the point mass, its safe variant, the vector-reward tasks and the run task
-TOY_TASKS = {**TOY_ENVS, **TOY_SAFE_ENVS, **TOY_MO_ENVS, **TOY_RUN_ENVS}
+#: every ``toy/`` task: the point mass, its safe variant, the vector-reward tasks, the run task and the two-regions task
+TOY_TASKS = {**TOY_ENVS, **TOY_SAFE_ENVS, **TOY_MO_ENVS, **TOY_RUN_ENVS, **TOY_BALANCE_ENVS}
 
 FAMILIES = {
     "gymnasium": "any registered gymnasium id, e.g. HalfCheetah-v5, Hopper-v5, Pendulum-v1",
