@@ -64,8 +64,9 @@ ON_POLICY = {"n_steps": 1024, "batch_size": 64, "policy_kwargs": {"net_arch": [6
 # SAC's case, with the phases of preference learning inside the measured steps: the unsupervised phase ends at
 # 800 steps, the first reward learning (a critic reset and 100 updates) follows the first episode's end (1000
 # steps on HalfCheetah), then 10 queries every 500 steps
-ALIGNDIFF = {"network_size": "cpu", "n_labels": 500, "asm_steps": 100, "asm_batch_size": 64, "relabel_stride": 100}
 PREFERENCE = {**OFF_POLICY, "unsup_steps": 300, "num_interact": 500, "reward_batch": 10, "reset_update": 100}
+# AlignDiff's and AttributeBC's shared set-up (the CPU-size networks, a short attribute-model fit)
+ALIGNDIFF = {"network_size": "cpu", "n_labels": 500, "asm_steps": 100, "asm_batch_size": 64, "relabel_stride": 100}
 
 #: algorithm -> constructor kwargs; the peer is measured with its own entry here
 SPEED_CASES: dict[str, dict[str, Any]] = {

@@ -83,7 +83,7 @@ ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
     ),
     "HalfCheetah-v5": (
         Attribute("speed", _mean_of(8), "mean forward velocity of the torso, obs[8]"),
-        Attribute("height", _mean_of(0), "mean height of the front tip, obs[0]"),
+        Attribute("height", _mean_of(0), "mean height of the torso root, obs[0]"),
     ),
     "toy/run-v0": (
         Attribute("speed", _toy_speed, "mean norm of the observed velocity, obs[2:4]"),
