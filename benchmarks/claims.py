@@ -775,7 +775,7 @@ def claims_markdown(rows: list[tuple[ClaimResult, str]], command: str, commit: s
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.store import git_commit, load_results, write_atomic
-    from benchmarks.suite import SUITES_DIR, SuiteError, suite_path
+    from benchmarks.suite import SUITES_DIR, SuiteError, build_specs, suite_path
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.claims", description="Rebuild CLAIMS.md from every suite's runs."
@@ -794,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             stem = suite_path(name).stem
             folder = args.results / stem
-            records = load_results(folder) if (folder / "runs").is_dir() else []
+            # the suite's current runs only: a record of settings the suite no longer has does not count
+            records = load_results(folder, build_specs(name)) if (folder / "runs").is_dir() else []
             rows += [(evaluate_claim(c, records, last_k, args.reps), stem) for c in claims]
     except (SuiteError, ClaimError) as exc:
         print(f"error: {exc}", file=sys.stderr)

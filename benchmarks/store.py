@@ -68,13 +68,18 @@ def is_done(out_dir: Path, spec: RunSpec) -> bool:
 
 
 def load_results(out_dir: Path, specs: list[RunSpec] | None = None) -> list[dict[str, Any]]:
-    """The records of ``specs`` (default: every record in ``out_dir/runs``)."""
+    """The records of ``specs`` (default: every record in ``out_dir/runs``).
+
+    With ``specs``, a record written with other settings than its spec's (``config_hash``: the suite
+    changed since it ran) is left out, as :func:`is_done` leaves it to be run again, so that no table or
+    verdict mixes the old settings with the new.
+    """
     if specs is None:
         return [r for r in map(read_result, sorted((out_dir / "runs").glob("*.json"))) if r is not None]
     records = []
     for spec in specs:
         record = read_result(run_path(out_dir, spec))
-        if record is not None:
+        if record is not None and record.get("config_hash") == spec.config_hash():
             record["options"] = spec.options  # the suite's current view, display-only keys included
             records.append(record)
     return records

@@ -9,7 +9,6 @@ What each test guards:
 - a malformed claim is one clear error naming its key.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from benchmarks.claims import (
     verdict_of,
 )
 from benchmarks.suite import EVAL_SEED_OFFSET, SuiteError, build_specs, check_seed, load_suite
+from benchmarks.store import write_result
 from benchmarks.tables import write_tables
 
 TASKS = {"task-a": {"budget": 1000}, "task-b": {"budget": 1000}}
@@ -349,16 +349,23 @@ def test_claims_command_writes_claims_md_from_the_suites_runs(tmp_path):
         ],
     }
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    folder = tmp_path / "results" / "mine" / "runs"
-    folder.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({**suite, "seeds": [0, 1, 2, 3, 4]}))
+    specs = {(s.algo, s.seed): s for s in build_specs(str(path))}
     for r in runs(+3.0, 5):
         r = {**r, "algo": {"NEW": "SAC", "OLD": "PPO"}[r["algo"]], "task": "toy/reach-v0"}
-        (folder / f"{r['algo']}__{r['seed']}.json").write_text(json.dumps(r))
+        spec = specs[(r["algo"], r["seed"])]
+        write_result(tmp_path / "results" / "mine", spec, {**r, "config_hash": spec.config_hash()})
+    # a record of settings the suite no longer has (PPO's seed 0, run at another budget) counts for nothing
+    old = specs[("PPO", 0)]
+    old_record = record("PPO", "toy/reach-v0", 0, [1e6, 1e6, 1e6])
+    write_result(
+        tmp_path / "results" / "mine", old, {**old_record, "config_hash": build_specs(str(path), budget=500)[0].config_hash()}
+    )
     out = tmp_path / "CLAIMS.md"
     assert claims_module.main(["--results", str(tmp_path / "results"), "--suites", str(path), "--out", str(out)]) == 0
     text = out.read_text()
     assert "| Haarnoja et al. 2018 | sac-beats-ppo" in text and "**holds**" in text and "0.10%" in text
+    assert "| 5 / 4 |" in text
     assert "1 holds, 0 contradicted, 0 not shown (0 of them not yet run)" in text
 
 

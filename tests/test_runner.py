@@ -98,6 +98,22 @@ def test_interrupted_sweep_resumes_without_redoing(tmp_path, monkeypatch):
     assert all(spec.config_hash() != s.config_hash() for spec, s in zip(specs, build_specs(str(suite)), strict=True))
 
 
+def test_a_record_of_other_settings_is_left_out_of_tables_and_claims(tmp_path):
+    from benchmarks.store import load_results, run_path, write_result
+
+    suite = write_suite(tmp_path, TINY_SUITE)
+    out = tmp_path / "out"
+    specs = build_specs(str(suite))
+    for spec in specs:
+        write_result(out, spec, {"status": "ok", "config_hash": spec.config_hash(), "curve": []})
+    assert len(load_results(out, specs)) == len(specs)
+    # the suite changed since: the same run ids, other settings; their old records count nowhere
+    changed = build_specs(str(suite), budget=600)
+    assert [run_path(out, s) for s in changed] == [run_path(out, s) for s in specs]
+    assert load_results(out, changed) == []
+    assert len(load_results(out)) == len(specs)  # the folder still holds them, to be rerun
+
+
 def test_process_pool_matches_in_process(tmp_path):
     suite = write_suite(tmp_path, {**TINY_SUITE, "algorithms": {"PPO": TINY_SUITE["algorithms"]["PPO"]}})
     curves = {}
