@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import platform
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -211,13 +213,37 @@ def save_model(model: BaseAlgorithm, directory: Path) -> Path:
     return directory / "model.zip"
 
 
-def dataset_id(spec: RunSpec) -> str | None:
-    """The dataset of an offline run: its ``dataset``, or the id that ``generate`` writes (generated once, locked)."""
+def dataset_id(spec: RunSpec, notice_after: float = 10.0) -> str | None:
+    """The dataset of an offline run: its ``dataset``, or the id that ``generate`` writes (generated once, locked).
+
+    Generating a dataset can train behaviour agents for many minutes before the run's own progress
+    bar moves: when it takes longer than ``notice_after`` seconds, a line on stderr says so, and
+    another says when it is done (a cached dataset says nothing).
+    """
     if spec.generate is None:
         return spec.dataset
     settings = dict(spec.generate)
     kind = settings.pop("kind")
-    return generate(spec.env, [kind], progress_bar=False, **settings)[kind]
+    started = time.monotonic()
+
+    def notice() -> None:
+        print(
+            f"{spec.run_id}: generating the {kind} dataset of {spec.env} (behaviour agents and rollouts; "
+            "once per dataset, later runs reuse it) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    timer = threading.Timer(notice_after, notice)
+    timer.daemon = True
+    timer.start()
+    try:
+        dataset = generate(spec.env, [kind], progress_bar=False, **settings)[kind]
+    finally:
+        timer.cancel()
+    if time.monotonic() - started > notice_after:
+        print(f"{spec.run_id}: dataset {dataset} ready after {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return dataset
 
 
 def reference_scores(env: Any, model: BaseAlgorithm | None = None) -> tuple[float, float] | None:

@@ -17,6 +17,8 @@ Alignment and label transfer (:mod:`rlkit.pearl.alignment`)
 - the highest GW distance kept instead of the lowest: ``test_plan_marginals_and_lowest_restart_kept``.
 - the plan's rows renormalised to 1 (the conditional P(i | k) returned as the plan):
   ``test_plan_marginals_and_lowest_restart_kept``.
+- ``epsilon`` ignored (exact GW always) or the entropic restart scored by the product plan's objective instead of its
+  own: ``test_entropic_and_exact_gw_agree_on_small_problems``.
 
 Robust reward (:class:`~rlkit.common.preference.GaussianRewardModel`)
 - regulariser sign flipped (``- lambda_u * L_u``): ``test_sigma_stays_in_its_clamp_and_follows_the_regulariser``.
@@ -57,6 +59,7 @@ from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
 from rlkit.pearl.alignment import (
     gromov_wasserstein_alignment,
+    gw_objective,
     matched_target_pairs,
     random_vertex_plan,
     segment_features,
@@ -130,6 +133,45 @@ def test_plan_marginals_and_lowest_restart_kept():
         gromov_wasserstein_alignment(cost_source[:, :5], cost_target)
     with pytest.raises(ValueError, match="n_restarts"):
         gromov_wasserstein_alignment(cost_source, cost_target, n_restarts=0)
+
+
+def test_entropic_and_exact_gw_agree_on_small_problems():
+    rng = np.random.default_rng(4)
+    features = rng.exponential(size=(30, 6)) * np.array([3.0, 2.0, 1.5, 1.0, 0.7, 0.4])
+    rotation = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    perm = rng.permutation(30)  # target segment i is source segment perm[i]
+    cost_source = within_task_distances(features)
+    cost_target = within_task_distances(features[perm] @ rotation + 5.0)
+    exact = gromov_wasserstein_alignment(cost_source, cost_target, n_restarts=2, seed=0)
+    assert exact.gw_dist < 1e-10 and np.all(exact.plan.argmax(axis=1) == np.argsort(perm))
+    objectives = []
+    for epsilon in (1e-2, 5e-3, 1e-3):
+        entropic = gromov_wasserstein_alignment(cost_source, cost_target, n_restarts=2, seed=0, epsilon=epsilon)
+        np.testing.assert_allclose(entropic.plan.sum(axis=1), ot.unif(30), atol=1e-5)  # Sinkhorn's tolerance
+        np.testing.assert_allclose(entropic.plan.sum(axis=0), ot.unif(30), atol=1e-5)
+        assert entropic.gw_dist == pytest.approx(gw_objective(cost_source, cost_target, entropic.plan))
+        objectives.append(entropic.gw_dist)
+        print(f"epsilon {epsilon:g}: GW objective {entropic.gw_dist:.2e}, L1 {abs(entropic.plan - exact.plan).sum():.3f}")
+    assert objectives[0] > objectives[1] > objectives[2] > exact.gw_dist, "entropic GW tends to exact GW"
+    assert np.all(entropic.plan.argmax(axis=1) == exact.plan.argmax(axis=1))
+    pairs = rng.permutation(30).reshape(15, 2)
+    labels = rng.integers(0, 2, size=15).astype(np.float64)
+    target_pairs, _ = matched_target_pairs(exact.plan, pairs)
+    np.testing.assert_allclose(
+        transfer_labels(entropic.plan, pairs, labels, target_pairs),
+        transfer_labels(exact.plan, pairs, labels, target_pairs),
+        atol=0.05,
+    )
+    # unrelated structures: the objectives agree within a few percent (the plans may be near-tied local minima)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        cost_source = within_task_distances(rng.exponential(size=(25, 5)))
+        cost_target = within_task_distances(rng.exponential(size=(30, 3)))
+        exact = gromov_wasserstein_alignment(cost_source, cost_target, seed=0)
+        entropic = gromov_wasserstein_alignment(cost_source, cost_target, seed=0, epsilon=1e-3)
+        assert entropic.gw_dist == pytest.approx(exact.gw_dist, rel=0.1)
+    with pytest.raises(ValueError, match="epsilon"):
+        gromov_wasserstein_alignment(cost_source, cost_target, epsilon=-1.0)
 
 
 def test_identity_coupling_returns_the_source_labels():

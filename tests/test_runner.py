@@ -220,6 +220,20 @@ def test_offline_task_generates_its_dataset_once_and_reports_normalised_scores(t
     assert [p.name for p in (tmp_path / "datasets" / "rlkit" / "toy-reach-v0").iterdir() if p.is_dir()] == ["medium-v0"]
 
 
+def test_a_long_generation_says_so_and_a_cached_dataset_says_nothing(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from benchmarks.worker import dataset_id
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    spec = SimpleNamespace(generate=TOY_GENERATE, dataset=None, run_id="BC__toy__seed0", env="toy/reach-v0")
+    assert dataset_id(spec, notice_after=0.0) == "rlkit/toy-reach-v0/medium-v0"
+    err = capsys.readouterr().err
+    assert "BC__toy__seed0: generating the medium dataset of toy/reach-v0" in err and "ready after" in err
+    assert dataset_id(spec, notice_after=5.0) == "rlkit/toy-reach-v0/medium-v0"
+    assert capsys.readouterr().err == ""
+
+
 def test_curves_against_queries_where_runs_record_feedback(tmp_path):
     def record(algo, seed, with_queries):
         curve = [

@@ -46,7 +46,8 @@ class PEARL(IQLBT):
     :param source_pool: the labelled source pairs; by default the cached pool of the pool settings
     :param n_target_segments: N, target segments aligned (default: the 2 N_q source segments)
     :param gw_restarts: GW initial plans, the lowest GW distance kept
-    :param gw_max_iter: conditional-gradient iterations per restart
+    :param gw_max_iter: GW solver iterations per restart
+    :param gw_epsilon: entropic regularisation of GW; 0 (default) for exact GW
     :param reward_type: ``gaussian`` (RRL) or ``bt``
     :param label_mode: the source teacher's score (``window``: the segment's own return)
     :param kwargs: the keyword arguments of :class:`~rlkit.iql.IQLBT` (its pool settings describe the source pool)
@@ -62,6 +63,7 @@ class PEARL(IQLBT):
         n_target_segments: int | None = None,
         gw_restarts: int = 5,
         gw_max_iter: int = 10_000,
+        gw_epsilon: float = 0.0,
         reward_type: str = "gaussian",
         label_mode: str = "window",
         reward_net_arch: Sequence[int] = (256, 256, 256),
@@ -80,11 +82,14 @@ class PEARL(IQLBT):
             raise ValueError("PEARL needs source_dataset= (the labelled source task's dataset) to transfer preferences from")
         if gw_restarts < 1:
             raise ValueError(f"gw_restarts must be at least 1, got {gw_restarts}")
+        if not gw_epsilon >= 0:
+            raise ValueError(f"gw_epsilon must be 0 (exact GW) or positive (entropic GW), got {gw_epsilon}")
         self.source_dataset = source_dataset
         self.source_pool = source_pool
         self.n_target_segments = n_target_segments
         self.gw_restarts = gw_restarts
         self.gw_max_iter = gw_max_iter
+        self.gw_epsilon = gw_epsilon
         self.transfer_report: TransferReport | None = None
         self.source_labels_used = 0
         super().__init__(
@@ -127,6 +132,7 @@ class PEARL(IQLBT):
             seed=self.pool_seed,
             n_restarts=self.gw_restarts,
             max_iter=self.gw_max_iter,
+            epsilon=self.gw_epsilon,
         )
         self.source_labels_used = pool.n_pairs
         super()._attach_dataset(dataset)
