@@ -17,7 +17,11 @@ reference in ``results/<suite>/`` where there is one.
 
 A rerun with the same output folder skips runs that already finished with the
 same configuration, and a run that was interrupted continues from its last
-checkpoint (``--checkpoint-every``). With ``--backend ray`` every run is a Ray
+checkpoint (``--checkpoint-every``). Several runners may share one output folder,
+for instance one per CPU started at different times, or one per machine on a shared
+file system: each run is claimed before it starts, so no run is done twice, and a
+run that another runner holds or finished is skipped (the last runner to finish
+writes the complete table). With ``--backend ray`` every run is a Ray
 task (retried up to ``--max-retries`` times when its worker dies) and this
 process, the driver, writes the results as they stream in. Exit status: 0 when
 every run succeeded, 2 for bad input (nothing is written), ``100 + k`` when
@@ -47,7 +51,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.claims import suite_claims, write_profile
 from benchmarks.plots import write_curves
-from benchmarks.store import git_commit, is_done, load_results, write_result
+from benchmarks.store import RunClaim, git_commit, is_done, load_results, write_result
 from benchmarks import algorithms
 from benchmarks.suite import RunSpec, SuiteError, build_specs
 from benchmarks.tables import write_tables
@@ -263,21 +267,63 @@ def _execute_ray(
                 yield spec, {**base_record(spec, args.threads), "status": "failed", "traceback": message, "wall_time_s": 0.0}
 
 
+def _claim(spec: RunSpec, out_dir: Path) -> RunClaim | None:
+    """The claim on ``spec`` in ``out_dir``, or ``None`` when another runner holds it or has finished it."""
+    held = RunClaim(out_dir, spec)
+    if held.acquire() and not is_done(out_dir, spec):
+        return held
+    held.release()
+    return None
+
+
 def _execute(
-    specs: list[RunSpec], workers: int, threads: int, progress: Any = None
-) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
-    """Yield ``(spec, record)`` as runs finish: in-process for one worker, else a spawn process pool."""
-    if workers <= 1:
-        for spec in specs:
-            yield spec, run_one(spec, threads, progress)
+    specs: list[RunSpec], workers: int, threads: int, progress: Any, out_dir: Path
+) -> Iterator[tuple[RunSpec, dict[str, Any] | None]]:
+    """Yield ``(spec, record)`` as runs finish: in-process for one worker, else a spawn process pool.
+
+    Each run is claimed in ``out_dir`` before it starts (:class:`~benchmarks.store.RunClaim`) and
+    its claim held until the caller has written its record (the generator is resumed), so that
+    several runners can share one output folder: a run that another runner holds or has finished
+    since this one started is yielded with ``None`` and not run.
+    """
+    if workers > 1:
+        yield from _execute_pool(specs, workers, threads, progress, out_dir)
         return
+    for spec in specs:
+        held = _claim(spec, out_dir)
+        if held is None:
+            yield spec, None
+            continue
+        try:
+            yield spec, run_one(spec, threads, progress)
+        finally:
+            held.release()
+
+
+def _execute_pool(
+    specs: list[RunSpec], workers: int, threads: int, progress: Any, out_dir: Path
+) -> Iterator[tuple[RunSpec, dict[str, Any] | None]]:
+    """:func:`_execute` on a spawn process pool: ``workers`` runs in flight, each claimed when it is submitted."""
+    waiting = list(reversed(specs))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending: dict[Future, RunSpec] = {pool.submit(run_one, spec, threads, progress): spec for spec in specs}
-        while pending:
+        pending: dict[Future, tuple[RunSpec, RunClaim]] = {}
+        while waiting or pending:
+            while waiting and len(pending) < workers:
+                spec = waiting.pop()
+                held = _claim(spec, out_dir)
+                if held is None:
+                    yield spec, None
+                else:
+                    pending[pool.submit(run_one, spec, threads, progress)] = (spec, held)
+            if not pending:
+                continue
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                spec = pending.pop(future)
-                yield spec, future.result()
+                spec, held = pending.pop(future)
+                try:
+                    yield spec, future.result()
+                finally:
+                    held.release()
 
 
 class _progress_queue:  # a context manager, named for what it yields
@@ -396,6 +442,32 @@ def _attach_run_settings(specs: list[RunSpec], args: argparse.Namespace, out_dir
         spec.checkpoint_dir = str((out_dir / "checkpoints" / spec.run_id).resolve())
 
 
+def _store_results(
+    results: Iterator[tuple[RunSpec, dict[str, Any] | None]], out_dir: Path, bar: tqdm, board: Any
+) -> tuple[int, int]:
+    """Write each finished run's record as it arrives; returns (failed runs, runs left to another runner)."""
+    failed = elsewhere = 0
+    for spec, record in results:
+        if record is None:  # another runner on this folder holds it or has finished it
+            elsewhere += 1
+            tqdm.write(f"{spec.run_id}: run by another runner on {out_dir}; skipped here", file=sys.stderr)
+            bar.update()
+            continue
+        if board is not None:
+            board.finish(spec.run_id)
+        record.pop("model_dir", None)
+        if (out_dir / "models" / spec.run_id / "model.zip").is_file() and record["status"] == "ok":
+            record["model"] = f"models/{spec.run_id}/model.zip"
+        write_result(out_dir, spec, record)
+        if record["status"] != "ok":
+            failed += 1
+            last_line = record["traceback"].strip().splitlines()[-1]
+            tqdm.write(f"FAILED {spec.run_id}: {last_line}", file=sys.stderr)
+        bar.set_postfix_str(spec.run_id)
+        bar.update()
+    return failed, elsewhere
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -421,29 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables_only:
         todo = []
     start = time.perf_counter()
-    failed = 0
+    failed = elsewhere = 0
     bar = tqdm(total=len(specs) - missing, initial=skipped, desc=f"{specs[0].suite}", unit="run", file=sys.stderr, position=0)
     with _progress_queue(args, bool(todo)) as progress:
         board = ProgressBoard(progress) if progress is not None else None
         results = (
             _execute_ray(todo, args, progress)
             if args.backend == "ray"
-            else _execute(todo, args.workers, args.threads, progress)
+            else _execute(todo, args.workers, args.threads, progress, out_dir)
         )
         try:
-            for spec, record in results:
-                if board is not None:
-                    board.finish(spec.run_id)
-                record.pop("model_dir", None)
-                if (out_dir / "models" / spec.run_id / "model.zip").is_file() and record["status"] == "ok":
-                    record["model"] = f"models/{spec.run_id}/model.zip"
-                write_result(out_dir, spec, record)
-                if record["status"] != "ok":
-                    failed += 1
-                    last_line = record["traceback"].strip().splitlines()[-1]
-                    tqdm.write(f"FAILED {spec.run_id}: {last_line}", file=sys.stderr)
-                bar.set_postfix_str(spec.run_id)
-                bar.update()
+            failed, elsewhere = _store_results(results, out_dir, bar, board)
         finally:
             if board is not None:
                 board.close()
@@ -457,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": sorted({s.seed for s in specs}),
         "budget": ", ".join(sorted({f"{s.task}: {s.budget}" for s in specs})),
         "device": ", ".join(sorted({r.get("device", "?") for r in records if r.get("status") == "ok"})) or "—",
-        "wall time of this invocation": f"{time.perf_counter() - start:.0f} s ({len(todo)} runs, {skipped} reused)",
+        "wall time of this invocation": f"{time.perf_counter() - start:.0f} s ({len(todo) - elsewhere} runs, {skipped} reused"
+        + (f", {elsewhere} left to another runner" if elsewhere else "")
+        + ")",
         **({"unfinished runs (not in the table)": missing} if missing else {}),
         "machine": "as recorded in each run's JSON (tables rebuilt with --tables-only)"
         if args.tables_only

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from benchmarks.suite import RunSpec
 
@@ -51,6 +52,39 @@ def write_result(out_dir: Path, spec: RunSpec, record: dict[str, Any]) -> Path:
     path = run_path(out_dir, spec)
     write_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=str))
     return path
+
+
+class RunClaim:
+    """An exclusive claim on one run of an output folder, held while this process runs it.
+
+    Several ``benchmarks.run`` processes may share one output folder (on one machine or
+    on a shared file system): each runs a run only while it holds that run's claim, an
+    ``flock`` on ``<out>/.claims/<run>.lock``, so no run is done twice and a process that
+    dies (even killed) gives its claims back. :meth:`acquire` never waits.
+    """
+
+    def __init__(self, out_dir: Path, spec: RunSpec) -> None:
+        self.path = out_dir / ".claims" / f"{spec.run_id}.lock"
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        """Take the claim; ``False`` (at once) when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "w")  # held open for as long as the claim
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        """Give the claim back (nothing happens if it is not held)."""
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

@@ -234,6 +234,44 @@ def test_a_long_generation_says_so_and_a_cached_dataset_says_nothing(tmp_path, m
     assert capsys.readouterr().err == ""
 
 
+ONE_PPO_TWO_SEEDS = {**TINY_SUITE, "algorithms": {"PPO": TINY_SUITE["algorithms"]["PPO"]}}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runners_sharing_a_folder_never_run_a_run_twice(tmp_path, capsys, workers):
+    from benchmarks.store import RunClaim
+
+    suite = write_suite(tmp_path, ONE_PPO_TWO_SEEDS)
+    out = tmp_path / "out"
+    first, second = build_specs(str(suite))
+    other_runner = RunClaim(out, first)  # another process's claim: a separate open file, as flock sees it
+    assert other_runner.acquire() and not RunClaim(out, first).acquire()
+    assert main(["--suite", str(suite), "--out", str(out), "--workers", str(workers)]) == 0
+    assert [p.name for p in (out / "runs").glob("*.json")] == [f"{second.run_id}.json"]
+    assert f"{first.run_id}: run by another runner" in capsys.readouterr().err
+    assert "1 left to another runner" in (out / "table.md").read_text()
+    other_runner.release()
+    # the claim is given back: a later runner does the run, and nothing else
+    before = (out / "runs" / f"{second.run_id}.json").read_text()
+    assert main(["--suite", str(suite), "--out", str(out), "--workers", "1"]) == 0
+    assert len(list((out / "runs").glob("*.json"))) == 2
+    assert (out / "runs" / f"{second.run_id}.json").read_text() == before
+
+
+def test_a_run_finished_elsewhere_is_not_claimed(tmp_path):
+    from benchmarks.run import _claim
+    from benchmarks.store import write_result
+
+    first, _ = build_specs(str(write_suite(tmp_path, ONE_PPO_TWO_SEEDS)))
+    held = _claim(first, tmp_path)
+    assert held is not None and _claim(first, tmp_path) is None, "held: not claimable twice"
+    held.release()
+    write_result(tmp_path, first, {"status": "ok", "config_hash": first.config_hash()})
+    assert _claim(first, tmp_path) is None, "finished by another runner since this one started"
+    write_result(tmp_path, first, {"status": "ok", "config_hash": "other settings"})
+    assert _claim(first, tmp_path) is not None
+
+
 def test_curves_against_queries_where_runs_record_feedback(tmp_path):
     def record(algo, seed, with_queries):
         curve = [
