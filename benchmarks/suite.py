@@ -9,7 +9,8 @@ A suite file ``benchmarks/suites/<name>.yaml``::
     tasks:
       toy/reach-v0:             # an env id for rlkit.make_env, or a label with an ``env`` key
         budget: 5000            # env steps (online) or gradient steps (offline)
-        eval_freq: 1000         # optional per-task overrides of eval_freq / eval_episodes
+        eval_freq: 1000         # optional per-task overrides of eval_freq / eval_episodes / seeds
+        seeds: [0, 1, 2, 3, 4]  # (more seeds on one task where a claim needs them)
       hopper-medium-replay:     # an offline task: its env, and its dataset...
         env: Hopper-v5
         dataset: mujoco/hopper/medium-v0    # a Minari id or folder, loaded (or downloaded) by each run
@@ -65,7 +66,15 @@ TOP_KEYS = {
 #: evaluation episodes of the run with seed ``s`` use seeds ``EVAL_SEED_OFFSET + s, EVAL_SEED_OFFSET + s + 1, ...``;
 #: training envs use ``s, s + 1, ... s + n_envs - 1``, so run seeds must stay below this offset
 EVAL_SEED_OFFSET = 10_000
-TASK_KEYS = {"budget": int, "eval_freq": int, "eval_episodes": int, "env": str, "dataset": str, "generate": dict}
+TASK_KEYS = {
+    "budget": int,
+    "eval_freq": int,
+    "eval_episodes": int,
+    "seeds": list,
+    "env": str,
+    "dataset": str,
+    "generate": dict,
+}
 ALGO_RESERVED = {"default": dict, "tasks": list}
 
 
@@ -202,6 +211,8 @@ def _check_task(file: Path, task: str, conf: Any) -> None:
         raise SuiteError(f"{file}: 'tasks.{task}.generate.kind' must be one of {', '.join(KINDS)}")
     if "budget" not in conf:
         raise SuiteError(f"{file}: 'tasks.{task}.budget' is missing (env steps online, gradient steps offline)")
+    for i, seed in enumerate(conf.get("seeds", [])):
+        _check_type(file, f"tasks.{task}.seeds[{i}]", seed, int)
     for key in ("budget", "eval_freq", "eval_episodes"):
         if key in conf and conf[key] <= 0:
             raise SuiteError(f"{file}: 'tasks.{task}.{key}' must be positive, got {conf[key]}")
@@ -322,7 +333,7 @@ def build_specs(
     :param name_or_path: suite name or YAML path
     :param algos: keep these algorithms (default: all of the suite)
     :param envs: keep these tasks (default: all of the suite)
-    :param seeds: override the suite's seeds
+    :param seeds: override the suite's seeds (and every task's own)
     :param budget: override every task's budget
     :param device: torch device for every run
     """
@@ -339,7 +350,7 @@ def build_specs(
         algo_budget = hyperparams.pop("budget", task_conf["budget"])
         default_eval_freq = task_conf.get("eval_freq", data.get("eval_freq", 5000))
         eval_freq = hyperparams.pop("eval_freq", default_eval_freq)
-        for seed in seeds if seeds is not None else data.get("seeds", [0]):
+        for seed in seeds if seeds is not None else task_conf.get("seeds", data.get("seeds", [0])):
             check_seed(seed, hyperparams.get("n_envs", 1))
             specs.append(
                 RunSpec(

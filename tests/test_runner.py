@@ -161,6 +161,8 @@ BAD_SUITES = [
     ({"tasks": {"Hoper-v5": {"budget": 10}}, "algorithms": {"SAC": {}}}, "Closest known ids: Hopper-v5"),
     ({"tasks": {"toy/reach-v0": {"budget": -5}}, "algorithms": {"SAC": {}}}, "must be positive"),
     ({"tasks": {"toy/reach-v0": {"budget": 10}}, "algorithms": {"SAC": {"default": {"n_envs": "2"}}}}, "n_envs' must be int"),
+    ({"tasks": {"toy/reach-v0": {"budget": 10, "seeds": ["0"]}}, "algorithms": {"SAC": {}}}, "seeds[0]' must be int"),
+    ({"tasks": {"toy/reach-v0": {"budget": 10, "seeds": 3}}, "algorithms": {"SAC": {}}}, "seeds' must be list"),
     ("tasks: [unclosed", "not valid YAML"),
 ]
 
@@ -173,6 +175,21 @@ def test_bad_suite_file_names_file_key_and_allowed_values(tmp_path, capsys, cont
     err = capsys.readouterr().err.strip()
     assert str(suite) in err and message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_task_with_its_own_seeds_gets_them_and_the_command_line_overrides_both(tmp_path):
+    suite = {**TINY_SUITE, "tasks": {"toy/reach-v0": {"budget": 400}, "Pendulum-v1": {"budget": 400, "seeds": [0, 1, 2, 3]}}}
+    path = write_suite(tmp_path, suite)
+    runs = {(s.algo, s.task, s.seed) for s in build_specs(str(path))}
+    assert runs == {(a, "toy/reach-v0", s) for a in ("SAC", "PPO") for s in (0, 1)} | {
+        (a, "Pendulum-v1", s) for a in ("SAC", "PPO") for s in (0, 1, 2, 3)
+    }
+    # a task's own seeds do not change the records of the seeds it shares with the suite
+    shared = {s.config_hash() for s in build_specs(str(path)) if s.seed < 2}
+    (tmp_path / "plain").mkdir()
+    plain = write_suite(tmp_path / "plain", {**suite, "tasks": {**suite["tasks"], "Pendulum-v1": {"budget": 400}}})
+    assert shared == {s.config_hash() for s in build_specs(str(plain))}
+    assert {s.seed for s in build_specs(str(path), seeds=[7])} == {7}
 
 
 def test_unwritable_output_dir(tmp_path, capsys):
