@@ -102,11 +102,14 @@ def _budget_label(budget: int) -> str:
 def _score_table(rows: list[dict[str, Any]]) -> list[str]:
     """D4RL style: one row per task, one column per algorithm; normalised score where known, else return.
 
-    A cell whose budget differs from its row's most common budget carries its own, e.g. ``(15k)``.
+    A cell whose budget differs from its row's most common budget carries its own, e.g. ``(15k)``, and one whose
+    number of seeds differs from the table's most common number carries its own, e.g. ``(n = 5)``.
     """
     algos = list(dict.fromkeys(r["algo"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cells = {(r["task"], r["algo"]): r for r in rows}
+    counts = [r["seeds"] for r in rows]
+    common_seeds = max(set(counts), key=counts.count) if counts else 0
     lines = ["| task | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
     for task in tasks:
         budgets = [r["budget"] for r in rows if r["task"] == task]
@@ -121,7 +124,9 @@ def _score_table(rows: list[dict[str, Any]]) -> list[str]:
                 cell = _pm(r["normalized_mean"], r["normalized_std"], n=r["seeds"])
             else:
                 cell = _pm(r["return_mean"], r["return_std"], n=r["seeds"])
-            row.append(cell + (f" ({_budget_label(r['budget'])})" if r["budget"] != common else ""))
+            notes = [_budget_label(r["budget"])] if r["budget"] != common else []
+            notes += [f"n = {r['seeds']}"] if r["seeds"] != common_seeds else []
+            row.append(cell + (f" ({', '.join(notes)})" if notes else ""))
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     return lines
 
@@ -158,7 +163,7 @@ def _protocol(records: list[dict[str, Any]], last_k: int) -> str:
     return (
         f"Score of a run: the mean of its last {last_k} evaluations, {per_evaluation} episodes each, on evaluation "
         f"seeds {EVAL_SEED_OFFSET} + run seed onwards (disjoint from the training seeds); table: mean ± std over "
-        f"run seeds {seeds}. Normalised score (100 = reference expert, 0 = random) where the task has reference "
+        f"run seeds {seeds} (a cell marked n = k has k of them). Normalised score (100 = reference expert, 0 = random) where the task has reference "
         'scores, else the undiscounted return. "best return" is the best evaluation, shown only: no verdict uses it.'
     )
 

@@ -59,6 +59,28 @@ def test_end_to_end_writes_consistent_json_table_and_curves(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_score_table_marks_cells_of_another_budget_or_seed_count():
+    from benchmarks.tables import _score_table
+
+    def row(algo, task, budget, seeds):
+        return {
+            "algo": algo,
+            "task": task,
+            "budget": budget,
+            "seeds": seeds,
+            "normalized_mean": None,
+            "normalized_std": None,
+            "return_mean": 1.0,
+            "return_std": 0.5,
+        }
+
+    rows = [row("PPO", "a", 100, 3), row("SAC", "a", 50, 3), row("TD3", "a", 100, 3)]
+    rows += [row("PPO", "b", 100, 5), row("SAC", "b", 100, 3), row("TD3", "b", 100, 3)]
+    lines = _score_table(rows)
+    assert lines[2] == "| a | 1.0 ± 0.5 | 1.0 ± 0.5 (50) | 1.0 ± 0.5 |"
+    assert lines[3] == "| b | 1.0 ± 0.5 (n = 5) | 1.0 ± 0.5 | 1.0 ± 0.5 |"
+
+
 def test_same_seed_same_result(tmp_path):
     suite = write_suite(tmp_path, {**TINY_SUITE, "seeds": [0], "algorithms": {"SAC": TINY_SUITE["algorithms"]["SAC"]}})
     finals = []
