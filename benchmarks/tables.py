@@ -163,8 +163,9 @@ def _protocol(records: list[dict[str, Any]], last_k: int) -> str:
     return (
         f"Score of a run: the mean of its last {last_k} evaluations, {per_evaluation} episodes each, on evaluation "
         f"seeds {EVAL_SEED_OFFSET} + run seed onwards (disjoint from the training seeds); table: mean ± std over "
-        f"run seeds {seeds} (a cell marked n = k has k of them). Normalised score (100 = reference expert, 0 = random) where the task has reference "
-        'scores, else the undiscounted return. "best return" is the best evaluation, shown only: no verdict uses it.'
+        f"run seeds {seeds} (a cell marked n = k has k of them). Normalised score (100 = reference expert, 0 = random) "
+        'where the task has reference scores, else the undiscounted return. "best return" is the best evaluation, '
+        "shown only: no verdict uses it."
     )
 
 
