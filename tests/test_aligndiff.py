@@ -175,12 +175,14 @@ def test_guidance_weight_one_is_the_conditional_denoiser_zero_the_unconditional_
     with th.no_grad():
         conditional = model.denoise(x, sigma, bins, mask, ema=True)
         unconditional = model.denoise(x, sigma, bins, th.zeros_like(mask), ema=True)
-        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 1.0), conditional)
-        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 0.0), unconditional)
-        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 2.0), 2 * conditional - unconditional)
+        # one batched pass against two separate ones: float32 summation order differs by ~1e-5 on values ~10
+        tol = {"rtol": 1e-5, "atol": 1e-4}
+        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 1.0), conditional, **tol)
+        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 0.0), unconditional, **tol)
+        th.testing.assert_close(model.guided_denoise(x, sigma, bins, mask, 2.0), 2 * conditional - unconditional, **tol)
         assert not th.allclose(conditional, unconditional)
         all_masked = model.guided_denoise(x, sigma, bins, th.zeros_like(mask), 3.0)
-        th.testing.assert_close(all_masked, unconditional)
+        th.testing.assert_close(all_masked, unconditional, **tol)
 
 
 # --------------------------------------------------------------------------- EDM and inpainting
