@@ -438,13 +438,14 @@ def test_pbrl_offline_table_shows_labels_accuracy_and_score():
             "task": "hopper-mr",
             "seed": seed,
             "status": "ok",
-            "final": {"return_mean": 0.0, "normalized": score, **final},
+            "final": {"step": 10, "return_mean": 0.0, "normalized": score, **final},
         }
 
     records = [
         record("OPPO", "pbrl_offline", 0, 40.0, labels=500.0, preference_accuracy=0.8),
         record("OPPO", "pbrl_offline", 1, 50.0, labels=500.0, preference_accuracy=0.9),
-        record("IQL", "offline", 0, 30.0),
+        # the score is the run's mean of its last 3 evaluations, as in the main table and the verdicts
+        {**record("IQL", "offline", 0, 40.0), "curve": [{"step": s, "normalized": v} for s, v in enumerate([0, 20, 30, 40])]},
         record("BC", "offline", 0, 20.0),
         {**record("IQL", "offline", 0, 99.0), "task": "other"},  # a task without preference runs is left out
     ]

@@ -469,7 +469,7 @@ def test_pearl_table_shows_labels_accuracy_score_and_memory():
             "status": "ok",
             "label_pool": {"teacher": teacher or "oracle"},
             "peak_rss_mib": 500.0 + seed,
-            "final": {"return_mean": 0.0, "normalized": score, **final},
+            "final": {"step": 10, "return_mean": 0.0, "normalized": score, **final},
         }
 
     gw = dict(gw_source_segments=1000.0, gw_target_segments=1000.0, transferred_pairs=500.0, gw_seconds=30.0)

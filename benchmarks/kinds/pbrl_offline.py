@@ -12,7 +12,7 @@ model's ``progress_info``).
 
 The table shows, per task, these methods beside the other offline methods run on the same
 tasks (BC: no reward; IQL etc.: the true reward): labels used, held-out preference accuracy
-and the final normalised score.
+and the normalised score (mean of each run's last evaluations).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.claims import run_score
 from benchmarks.suite import RunSpec, constructor_params
 from benchmarks.worker import train_model
 
@@ -68,9 +69,15 @@ def train(spec: RunSpec) -> dict[str, Any]:
     return outcome
 
 
-def _pm(values: list[float], digits: int) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else "—"
+def _pm(values: list[float | None], digits: int) -> str:
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return f"{np.mean(finite):.{digits}f} ± {np.std(finite):.{digits}f}" if finite else "—"
+
+
+def _score(record: dict[str, Any]) -> float | None:
+    """The run's score as the main table and the verdicts take it (mean of its last evaluations)."""
+    key = "normalized" if "normalized" in record["final"] else "return_mean"
+    return run_score(record, key=key)
 
 
 def _labels(record: dict[str, Any]) -> str:
@@ -81,7 +88,7 @@ def _labels(record: dict[str, Any]) -> str:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    """Labels used, held-out preference accuracy and final normalised score, per task and algorithm.
+    """Labels used, held-out preference accuracy and normalised score (each run's last evaluations), per task and algorithm.
 
     :param records: the records of the sweep; the tasks with a run of this kind are tabulated, with every
         offline run on them
@@ -95,14 +102,15 @@ def table(records: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [
         "Offline preference learning: labelled pairs used (N_q of the shared pool; IQL learns from the true reward, "
-        "BC from none), preference accuracy on a held-out pool of the same settings, and the final D4RL normalised "
-        "score (return where the task has no reference scores); mean ± std over seeds.",
+        "BC from none), preference accuracy on a held-out pool of the same settings, and the D4RL normalised score "
+        "(return where the task has no reference scores) as in the tables above: each run's mean of its last "
+        "evaluations; mean ± std over seeds.",
         "",
         "| task | algorithm | seeds | labels | held-out preference accuracy | normalised score |",
         "|---|---|---|---|---|---|",
     ]
     for (task, algo), runs in sorted(groups.items()):
         accuracy = [r["final"].get("preference_accuracy") for r in runs]
-        scores = [r["final"].get("normalized", r["final"]["return_mean"]) for r in runs]
+        scores = [_score(r) for r in runs]
         lines.append(f"| {task} | {algo} | {len(runs)} | {_labels(runs[0])} | {_pm(accuracy, 3)} | {_pm(scores, 1)} |")
     return lines

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.claims import run_score
 from benchmarks.suite import RunSpec, constructor_params
 from benchmarks.worker import train_model
 from rlkit.data.generate import generate
@@ -124,8 +125,8 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     lines = [
         "Cross-task preference transfer: target labels used (PEARL and CPA+BT use none: their labels are transferred "
         "from the source task), accuracy of the labels trained on against the hidden rational target teacher (before "
-        "any RL), the reward model's accuracy on a held-out target pool, and the final normalised score; "
-        "mean ± std over seeds.",
+        "any RL), the reward model's accuracy on a held-out target pool, and the normalised score as in the tables "
+        "above (each run's mean of its last evaluations); mean ± std over seeds.",
         "",
         "| task | algorithm | seeds | target labels | label accuracy | held-out preference accuracy | normalised score |",
         "|---|---|---|---|---|---|---|",
@@ -133,7 +134,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     memory = []
     for (task, algo), runs in sorted(groups.items()):
         finals = [r["final"] for r in runs]
-        score = _pm([f.get("normalized", f["return_mean"]) for f in finals], 1)
+        score = _pm([run_score(r, key="normalized" if "normalized" in r["final"] else "return_mean") for r in runs], 1)
         label_accuracy = _pm([f.get("label_accuracy") for f in finals], 3)
         heldout = _pm([f.get("preference_accuracy") for f in finals], 3)
         lines.append(f"| {task} | {algo} | {len(runs)} | {_labels(runs[0])} | {label_accuracy} | {heldout} | {score} |")
