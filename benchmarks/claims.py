@@ -317,6 +317,17 @@ def _values(points: list[dict[str, Any]], key: str) -> list[tuple[float, float]]
     return out
 
 
+def table_score(record: dict[str, Any], last_k: int = DEFAULT_LAST_K) -> float | None:
+    """A run's score as the tables take it: its normalised score where it has one, else its return.
+
+    :param record: a run record
+    :param last_k: how many of the last evaluations the score averages
+    :return: the mean of the last ``last_k`` evaluations, or ``None`` for a run that did not finish
+    """
+    key = "normalized" if "normalized" in (record.get("final") or {}) else "return_mean"
+    return run_score(record, last_k=last_k, key=key)
+
+
 def run_score(
     record: dict[str, Any], claim: Claim | None = None, last_k: int = DEFAULT_LAST_K, key: str | None = None
 ) -> float | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.claims import run_score
+from benchmarks.claims import table_score
 from benchmarks.suite import RunSpec, constructor_params
 from benchmarks.worker import train_model
 
@@ -74,12 +74,6 @@ def _pm(values: list[float | None], digits: int) -> str:
     return f"{np.mean(finite):.{digits}f} ± {np.std(finite):.{digits}f}" if finite else "—"
 
 
-def _score(record: dict[str, Any]) -> float | None:
-    """The run's score as the main table and the verdicts take it (mean of its last evaluations)."""
-    key = "normalized" if "normalized" in record["final"] else "return_mean"
-    return run_score(record, key=key)
-
-
 def _labels(record: dict[str, Any]) -> str:
     if record.get("kind") == "pbrl_offline":
         used = record["final"].get("labels")
@@ -111,6 +105,6 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     ]
     for (task, algo), runs in sorted(groups.items()):
         accuracy = [r["final"].get("preference_accuracy") for r in runs]
-        scores = [_score(r) for r in runs]
+        scores = [table_score(r) for r in runs]
         lines.append(f"| {task} | {algo} | {len(runs)} | {_labels(runs[0])} | {_pm(accuracy, 3)} | {_pm(scores, 1)} |")
     return lines

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.claims import run_score
+from benchmarks.claims import table_score
 from benchmarks.suite import RunSpec, constructor_params
 from benchmarks.worker import train_model
 from rlkit.data.generate import generate
@@ -134,7 +134,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     memory = []
     for (task, algo), runs in sorted(groups.items()):
         finals = [r["final"] for r in runs]
-        score = _pm([run_score(r, key="normalized" if "normalized" in r["final"] else "return_mean") for r in runs], 1)
+        score = _pm([table_score(r) for r in runs], 1)
         label_accuracy = _pm([f.get("label_accuracy") for f in finals], 3)
         heldout = _pm([f.get("preference_accuracy") for f in finals], 3)
         lines.append(f"| {task} | {algo} | {len(runs)} | {_labels(runs[0])} | {label_accuracy} | {heldout} | {score} |")
