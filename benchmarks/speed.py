@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "task": args.env,
         "measured steps": args.steps,
+        "seeds": "0 for every model and its peer (the random offline dataset: seed 0; a second dataset: seed 1)",
         "repeats": f"{args.repeats} (interleaved; median throughput)",
         "offline dataset": f"{args.dataset_size} transitions (float32, random values), batch 256",
         "device": ", ".join(sorted({r["device"] for r in rows})),
