@@ -84,6 +84,8 @@ SPEED_CASES: dict[str, dict[str, Any]] = {
     "SAC/update": OFF_POLICY,
     "PEBBLE/update": PREFERENCE,
     "PARL/update": PREFERENCE,
+    # PMOE-SAC's update alone: SAC's work plus scoring the K experts' actions with the critic (B * K rows)
+    "PMOESAC/update": OFF_POLICY,
     "BC": OFFLINE,
     "TD3BC": OFFLINE,
     "IQL": OFFLINE,
