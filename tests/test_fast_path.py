@@ -3,16 +3,24 @@ numbers as SB3."""
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.utils import polyak_update
 
+from rlkit.a2pr import A2PR
 from rlkit.common.fast_sac import FastSAC
-from rlkit.common.utils import FastPath
+from rlkit.common.utils import FastPath, relu_in_place
 from rlkit.envs.toy import PointReachEnv
+from rlkit.iql import IQL
+from rlkit.mdpo import MDPOOff
+from rlkit.pmoe import PMOESAC
+from rlkit.td3bc import TD3BC
+from toy_data import reach_episodes
 
 th.set_num_threads(1)
 
@@ -107,3 +115,71 @@ def test_soft_update_is_sb3s_polyak_update():
     assert not th.equal(target.weight, online.weight)
     with pytest.raises(ValueError, match="at least one network"):
         FastPath()
+
+
+def _values_and_gradients(network: th.nn.Module, inputs: th.Tensor) -> list[th.Tensor]:
+    network.zero_grad(set_to_none=True)
+    inputs = inputs.clone().requires_grad_(True)
+    output = network(inputs)
+    (output**2).sum().backward()
+    return [output.detach(), inputs.grad, *(param.grad for param in network.parameters())]
+
+
+def test_relu_in_place_gives_the_same_values_and_gradients_bit_for_bit():
+    th.manual_seed(0)
+    network = th.nn.Sequential(*create_mlp(7, 1, [64, 64]))
+    reference = copy.deepcopy(network)
+    assert relu_in_place(network) == 2
+    assert [layer.inplace for layer in network if isinstance(layer, th.nn.ReLU)] == [True, True]
+    inputs = th.randn(256, 7)
+    for value, expected in zip(_values_and_gradients(network, inputs), _values_and_gradients(reference, inputs), strict=True):
+        assert th.equal(value, expected)
+
+
+def test_relu_in_place_leaves_a_relu_that_does_not_only_follow_linear_layers():
+    th.manual_seed(0)
+    shared = th.nn.ReLU()
+    # after a Tanh, an in-place ReLU would overwrite the output that Tanh's backward reads
+    network = th.nn.Sequential(th.nn.Linear(5, 8), th.nn.Tanh(), th.nn.ReLU(), th.nn.Linear(8, 8), shared,
+                               th.nn.Tanh(), shared, th.nn.Linear(8, 1))  # fmt: skip
+    reference = copy.deepcopy(network)
+    hooked = th.nn.Sequential(th.nn.Linear(5, 8), th.nn.ReLU())
+    kept = []
+    hooked[0].register_forward_hook(lambda module, args, output: kept.append(output))
+    assert relu_in_place(network) == 0 and relu_in_place(hooked) == 0
+    assert not network[2].inplace and not shared.inplace and not hooked[1].inplace
+    inputs = th.randn(32, 5)
+    for value, expected in zip(_values_and_gradients(network, inputs), _values_and_gradients(reference, inputs), strict=True):
+        assert th.equal(value, expected)
+
+
+def test_fast_path_computes_the_update_networks_relus_in_place(tmp_path):
+    model = FastSAC("MlpPolicy", PointReachEnv(), policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu")
+
+    def flags(algo: FastSAC) -> list[bool]:
+        networks = (algo.actor, algo.critic, algo.critic_target)
+        return [module.inplace for network in networks for module in network.modules() if isinstance(module, th.nn.ReLU)]
+
+    # two hidden layers in the actor and in each Q-network of the critic and of its target
+    assert flags(model) == [True] * 10
+    model.save(tmp_path / "model")
+    assert flags(FastSAC.load(tmp_path / "model", device="cpu")) == [True] * 10
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda data: TD3BC("MlpPolicy", None, dataset=data, policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu"),
+        lambda data: IQL("MlpPolicy", None, dataset=data, policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu"),
+        lambda data: A2PR("MlpPolicy", None, dataset=data, policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu"),
+        lambda data: MDPOOff("MlpPolicy", PointReachEnv(), policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu"),
+        lambda data: PMOESAC("MlpPolicy", PointReachEnv(), policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu"),
+    ],
+    ids=["TD3BC", "IQL", "A2PR", "MDPOOff", "PMOESAC"],
+)
+def test_every_relu_of_the_off_policy_familys_policies_computes_in_place(make):
+    data = reach_episodes("toy/reach-v0", 3, lambda episode, rng: episode == 0, seed=0, dataset_id="toy/reach/mixed-v0")
+    model = make(data)
+    relus = [module for module in model.policy.modules() if isinstance(module, th.nn.ReLU)]
+    # every network of the update is on the fast path: the actor, critics, targets, value networks, A2PR's VAE
+    assert len(relus) >= 8 and all(relu.inplace for relu in relus)

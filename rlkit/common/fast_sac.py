@@ -23,8 +23,9 @@ class FastSAC(SAC):
     * :meth:`train` is SB3's SAC update in the same order, on the same random stream, with
       the actor's gradient computed for the actor only (SB3 also forms the critic's weight
       gradients of the actor loss, and zeroes them unused), the Polyak update as two
-      multi-tensor operations, and the logged statistics kept as tensors until the end of
-      the call. With the same optimizers it gives SB3's parameters bit for bit.
+      multi-tensor operations, the networks' ReLUs in place (:func:`~rlkit.common.utils.relu_in_place`),
+      and the logged statistics kept as tensors until the end of the call. With the same
+      optimizers it gives SB3's parameters bit for bit.
     """
 
     fast_path: FastPath

@@ -131,8 +131,8 @@ class IQL(OfflineAlgorithm):
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
         self.value = self.policy.value
-        # The off-policy family's fast path: one-call target updates
-        self.fast_path = FastPath(critic=self.critic, critic_target=self.critic_target)
+        # The off-policy family's fast path: one-call target updates, in-place ReLUs
+        self.fast_path = FastPath(actor=self.actor, value=self.value, critic=self.critic, critic_target=self.critic_target)
 
     def _reward_transform(self, dataset: OfflineDataset) -> tuple[float, float]:
         if not self.normalize_reward:

@@ -202,9 +202,10 @@ class MDPOOff(CheckedArguments, EvaluateMixin, FastSAC):
         self.value_target = self.policy.value_target
 
     def _make_fast_path(self) -> FastPath:
-        if self.value_net is None or self.value_target is None:
-            return super()._make_fast_path()
-        return FastPath(actor=self.actor, value_net=self.value_net, value_target=self.value_target)
+        networks = {**super()._make_fast_path().networks, "anchor_actor": self.anchor_actor}
+        if self.value_net is not None and self.value_target is not None:
+            networks.update(value_net=self.value_net, value_target=self.value_target)
+        return FastPath(**networks)
 
     def _sample_action(
         self,

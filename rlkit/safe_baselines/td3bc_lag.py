@@ -8,9 +8,9 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
+from rlkit.common.utils import FastPath
 from rlkit.data.minari import OfflineDataset
 from rlkit.td3bc.policies import TD3BCPolicy
 from rlkit.td3bc.td3bc import TD3BC
@@ -118,6 +118,9 @@ class TD3BCLag(TD3BC):
         self.cost_critic.optimizer = self.policy.optimizer_class(  # type: ignore[assignment]
             self.cost_critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
+        self.fast_path = FastPath(
+            **self.fast_path.networks, cost_critic=self.cost_critic, cost_critic_target=self.cost_critic_target
+        )
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)
@@ -161,16 +164,15 @@ class TD3BCLag(TD3BC):
                 actor_loss = -lmbda * (q_pi - self.multiplier * qc_pi).mean() + F.mse_loss(pi, actions)
                 actor_losses.append(actor_loss.item())
                 self.actor.optimizer.zero_grad()
-                actor_loss.backward()
+                self.fast_path.backward(actor_loss, "actor")
                 self.actor.optimizer.step()
                 # dual ascent on the multiplier
                 cost_value = qc_pi.mean().item()
                 cost_values.append(cost_value)
                 self.multiplier = max(0.0, self.multiplier + self.lagrangian_lr * (cost_value - self.q_limit))
 
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                polyak_update(self.cost_critic.parameters(), self.cost_critic_target.parameters(), self.tau)
-                polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+                for network in ("critic", "cost_critic", "actor"):
+                    self.fast_path.soft_update(network, f"{network}_target", self.tau)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/critic_loss", np.mean(critic_losses))
