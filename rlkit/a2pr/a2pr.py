@@ -13,7 +13,6 @@ from torch.nn import functional as F
 
 from rlkit.a2pr.policies import A2PRPolicy, ConditionalVAE, MlpPolicy
 from rlkit.common.networks import ValueNetwork
-from rlkit.common.utils import FastPath
 from rlkit.data.minari import OfflineDataset
 from rlkit.td3bc import TD3BC
 
@@ -172,8 +171,8 @@ class A2PR(TD3BC):
         self.value = self.policy.value
         self.vae = self.policy.vae
 
-    def _make_fast_path(self) -> FastPath:
-        return FastPath(**super()._make_fast_path().networks, value=self.policy.value, vae=self.policy.vae)
+    def _fast_path_networks(self) -> dict[str, th.nn.Module]:
+        return {**super()._fast_path_networks(), "value": self.policy.value, "vae": self.policy.vae}
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)

@@ -38,11 +38,11 @@ class FastSAC(SAC):
         super()._setup_model()
         if self.ent_coef_optimizer is not None:
             self.ent_coef_optimizer = fused_like(self.ent_coef_optimizer, self.policy.optimizer_kwargs)
-        self.fast_path = self._make_fast_path()
+        self.fast_path = FastPath(**self._fast_path_networks())
 
-    def _make_fast_path(self) -> FastPath:
-        """The networks of the update (an algorithm with more networks adds them here)."""
-        return FastPath(actor=self.actor, critic=self.critic, critic_target=self.critic_target)
+    def _fast_path_networks(self) -> dict[str, th.nn.Module]:
+        """The networks of the update, by name, for :attr:`fast_path` (an algorithm with more networks adds them here)."""
+        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "fast_path"]

@@ -239,7 +239,6 @@ class FastPath:
     def __init__(self, **networks: th.nn.Module) -> None:
         if not networks:
             raise ValueError("FastPath needs at least one network, e.g. FastPath(actor=policy.actor)")
-        self.networks = dict(networks)
         self.parameters: dict[str, list[th.Tensor]] = {name: list(network.parameters()) for name, network in networks.items()}
         for network in networks.values():
             relu_in_place(network)

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from rlkit.common.evaluation import EvaluateMixin
 from rlkit.common.fast_sac import FastSAC
-from rlkit.common.utils import CheckedArguments, FastPath, check_box_action_space
+from rlkit.common.utils import CheckedArguments, check_box_action_space
 from rlkit.mdpo.policies import MDPOOffPolicy, StateValueCritic
 
 SelfMDPOOff = TypeVar("SelfMDPOOff", bound="MDPOOff")
@@ -201,11 +201,11 @@ class MDPOOff(CheckedArguments, EvaluateMixin, FastSAC):
         self.value_net = self.policy.value_net
         self.value_target = self.policy.value_target
 
-    def _make_fast_path(self) -> FastPath:
-        networks = {**super()._make_fast_path().networks, "anchor_actor": self.anchor_actor}
+    def _fast_path_networks(self) -> dict[str, th.nn.Module]:
+        networks = {**super()._fast_path_networks(), "anchor_actor": self.anchor_actor}
         if self.value_net is not None and self.value_target is not None:
             networks.update(value_net=self.value_net, value_target=self.value_target)
-        return FastPath(**networks)
+        return networks
 
     def _sample_action(
         self,

@@ -119,7 +119,7 @@ class TD3BCLag(TD3BC):
             self.cost_critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
         self.fast_path = FastPath(
-            **self.fast_path.networks, cost_critic=self.cost_critic, cost_critic_target=self.cost_critic_target
+            **self._fast_path_networks(), cost_critic=self.cost_critic, cost_critic_target=self.cost_critic_target
         )
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:

@@ -119,12 +119,18 @@ class TD3BC(OfflineAlgorithm):
         self.critic_batch_norm_stats = get_parameters_by_name(self.critic, ["running_"])
         self.actor_batch_norm_stats_target = get_parameters_by_name(self.actor_target, ["running_"])
         self.critic_batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"])
-        self.fast_path = self._make_fast_path()
+        self.fast_path = FastPath(**self._fast_path_networks())
 
-    def _make_fast_path(self) -> FastPath:
-        """The off-policy family's fast path over the networks of the update (an algorithm with more networks adds
-        them here): the actor loss's gradient for the actor only, one-call target updates, in-place ReLUs."""
-        return FastPath(actor=self.actor, actor_target=self.actor_target, critic=self.critic, critic_target=self.critic_target)
+    def _fast_path_networks(self) -> dict[str, th.nn.Module]:
+        """The networks of the update, by name, for :attr:`fast_path`, the off-policy family's fast path (the actor
+        loss's gradient for the actor only, one-call target updates, in-place ReLUs); an algorithm with more networks
+        adds them here."""
+        return {
+            "actor": self.actor,
+            "actor_target": self.actor_target,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+        }
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)
