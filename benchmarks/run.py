@@ -35,7 +35,6 @@ import csv
 import importlib.util
 import os
 import queue
-import shlex
 import sys
 import tempfile
 import threading
@@ -51,7 +50,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.claims import suite_claims, write_profile
 from benchmarks.plots import write_curves
-from benchmarks.store import RunClaim, git_commit, is_done, load_results, write_result
+from benchmarks.store import RunClaim, command_line, git_commit, is_done, load_results, write_result
 from benchmarks import algorithms
 from benchmarks.suite import RunSpec, SuiteError, build_specs
 from benchmarks.tables import write_tables
@@ -484,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.run", argv if argv is not None else sys.argv[1:])
     commit = git_commit()
     _attach_run_settings(specs, args, out_dir, command, commit)
     todo = [s for s in specs if not is_done(out_dir, s)]

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import resource
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -53,7 +52,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
 
 from benchmarks import algorithms
-from benchmarks.store import git_commit, write_atomic
+from benchmarks.store import command_line, git_commit, write_atomic
 from benchmarks.worker import resolve_hyperparams, versions
 from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
@@ -324,9 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                 "peer_peak_rss_mib": peer["peak_rss_mib"],
             }
         )
-    argv_text = shlex.join(argv if argv is not None else sys.argv[1:])
     header = {
-        "command": f"`python -m benchmarks.speed {argv_text}`".replace(" `", "`"),
+        "command": f"`{command_line('benchmarks.speed', argv if argv is not None else sys.argv[1:])}`",
         "commit": git_commit(),
         "task": args.env,
         "measured steps": args.steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -117,6 +118,33 @@ def load_results(out_dir: Path, specs: list[RunSpec] | None = None) -> list[dict
             record["options"] = spec.options  # the suite's current view, display-only keys included
             records.append(record)
     return records
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """``python -m module argv...`` as it runs from the project's root: an absolute path inside the project
+    (``--out /home/me/rlkit/results/x`` or ``--out=...``) is written relative to the root, so that the record
+    names no one machine's folders.
+
+    :param module: the module run with ``python -m``
+    :param argv: its arguments
+    :return: the command, quoted for a POSIX shell
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def relative(text: str) -> str:
+        path = Path(text)
+        if not path.is_absolute():
+            return text
+        try:
+            return str(path.resolve().relative_to(root))
+        except ValueError:
+            return text
+
+    words = []
+    for word in argv:
+        flag, equals, value = word.partition("=")
+        words.append(flag + equals + relative(value) if equals and flag.startswith("--") else relative(word))
+    return shlex.join(["python", "-m", module, *words])
 
 
 def git_commit() -> str:

@@ -512,3 +512,22 @@ def test_famo2o_toy_suite_pairs_each_arm_with_its_no_data_control_and_gives_onli
     claims, _ = suite_claims("famo2o-toy")
     assert [c.metric for c in claims] == ["normalized", "gain"]
     assert claims[1].arms() == ["FamO2O", "IQLO2O", "FamO2O-NoData", "IQLO2O-NoData"]
+
+
+def test_recorded_command_names_project_paths_relative_to_the_root():
+    from benchmarks.store import command_line
+
+    root = Path(run_module.__file__).resolve().parent.parent
+    argv = [
+        "--suite",
+        "quick",
+        "--out",
+        str(root / "results" / "x"),
+        f"--hyperparams={root / 'h.yaml'}",
+        "/elsewhere/y",
+        "a b",
+    ]
+    assert command_line("benchmarks.run", argv) == (
+        "python -m benchmarks.run --suite quick --out results/x --hyperparams=h.yaml /elsewhere/y 'a b'"
+    )
+    assert command_line("benchmarks.speed", []) == "python -m benchmarks.speed"
