@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch as th
@@ -438,3 +440,60 @@ def test_goal_conditioned_bc_trains_on_the_relabelled_windows_and_round_trips(da
     loaded = AttributeBC.load(tmp_path / "bc")
     np.testing.assert_allclose(loaded.predict(obs)[0], action, atol=1e-6)
     assert isinstance(loaded.action_space, spaces.Box)
+
+
+def test_euler_sampler_inpaints_before_every_denoiser_call_and_after_the_last_step():
+    """Each call of D sees the known entries in place (the first one included), and so does the result."""
+    known = th.tensor([0.7, -0.2])
+
+    def inpaint(x: th.Tensor) -> th.Tensor:
+        x[:, 0, :2] = known
+        return x
+
+    seen = []
+
+    def denoise(x: th.Tensor, sigma: th.Tensor) -> th.Tensor:
+        seen.append(x[:, 0, :2].clone())
+        return 0.5 * x  # shrinks every entry, the known ones too
+
+    start = 80.0 * th.randn(3, 4, 3, generator=th.Generator().manual_seed(0))
+    samples = euler_sample(denoise, start, karras_sigmas(5), inpaint)
+    assert len(seen) == 5
+    for entries in seen:
+        th.testing.assert_close(entries, known.expand(3, 2))
+    th.testing.assert_close(samples[:, 0, :2], known.expand(3, 2))
+    assert not th.allclose(samples[:, 1:], th.zeros(3, 3, 3))
+
+
+def test_sample_plans_are_guided_euler_steps_of_the_ema_denoiser_from_sigma_max_noise(dataset: OfflineDataset):
+    """sample_plans against the sampler written out: x = sigma_max z with s_0 inpainted, Karras levels
+    (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho then 0, Euler steps with the
+    guided EMA denoiser w D(x; v, m) + (1 - w) D(x; v, 0), s_0 re-inpainted after every step."""
+    model = AlignDiff("MlpPolicy", "toy/run-v0", dataset=dataset, seed=0, **SMALL)
+    _randomise(model.policy.denoiser, seed=1)
+    _randomise(model.policy.ema_denoiser, seed=2)  # the online and EMA networks differ
+    model.guidance_weight = 2.0
+    target, mask = np.array([0.3, 0.8], np.float32), np.array([1.0, 0.0], np.float32)
+    obs = th.as_tensor(model.normalize_observation(np.array([[0.2, -0.4, 0.05, 0.0], [0.0, 0.1, 0.0, -0.03]], np.float32)))
+    plans = model.sample_plans(obs, target, mask, 3, th.Generator().manual_seed(5))
+
+    n, h, x_dim, w = 6, 8, 6, 2.0
+    start = obs.repeat_interleave(3, dim=0)
+    bins = strength_bins(th.as_tensor(target).expand(n, 2), 100)
+    masks = th.as_tensor(mask).expand(n, 2)
+    rho, steps = 7.0, SMALL["sampling_steps"]
+    levels = [(80.0 ** (1 / rho) + i / (steps - 1) * (0.002 ** (1 / rho) - 80.0 ** (1 / rho))) ** rho for i in range(steps)]
+    levels.append(0.0)
+    network, sd = model.policy.ema_denoiser, model.sigma_data
+    x = 80.0 * th.randn(n, h, x_dim, generator=th.Generator().manual_seed(5))
+    x[:, 0, :4] = start
+    with th.no_grad():
+        for sigma, next_sigma in itertools.pairwise(levels):
+            s = th.full((n,), sigma)
+            conditional = edm_denoise(network, x, s, sd, bins=bins, mask=masks)
+            unconditional = edm_denoise(network, x, s, sd, bins=bins, mask=th.zeros_like(masks))
+            guided = w * conditional + (1 - w) * unconditional
+            x = x + (next_sigma - sigma) * (x - guided) / sigma
+            x[:, 0, :4] = start
+    # one batched pass against two separate ones: float32 summation order differs slightly
+    th.testing.assert_close(plans, x.view(2, 3, h, x_dim), rtol=1e-4, atol=1e-3)

@@ -72,3 +72,66 @@ def test_sampler_clips_every_step_even_with_a_wild_denoiser():
     samples = ddpm_sample(denoiser, schedule, th.randn(100, 3), clip=0.5)
     assert samples.shape == (100, 2)
     assert samples.abs().max().item() <= 0.5
+
+
+def _hand_alpha_bars(n: int) -> list[float]:
+    """alpha_bar_i = prod_{k <= i} (1 - beta_k) from the VP formula, index i = paper's t = i + 1."""
+    betas = [1 - math.exp(-0.1 / n - 0.5 * 9.9 * (2 * t - 1) / n**2) for t in range(1, n + 1)]
+    return list(np.cumprod(1 - np.array(betas)))
+
+
+def test_q_sample_noises_with_alpha_bar_of_the_same_index():
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with alpha_bar (not alpha) of index t (not t - 1)."""
+    schedule = DiffusionSchedule(5)
+    alpha_bars = _hand_alpha_bars(5)
+    x0, noise = th.tensor([[0.5, -1.0]] * 5), th.tensor([[1.0, 2.0]] * 5)
+    noisy = schedule.q_sample(x0, th.arange(5), noise).double().numpy()
+    expected = [[math.sqrt(ab) * x + math.sqrt(1 - ab) * e for x, e in ((0.5, 1.0), (-1.0, 2.0))] for ab in alpha_bars]
+    np.testing.assert_allclose(noisy, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ddpm_sampler_matches_a_hand_written_reverse_chain_clipped_at_every_step():
+    """The sampler against the chain written out: x_T ~ N(0, I), then for i = T-1..0 (paper t = i + 1) the denoiser
+    at index i, x <- (x - (1 - alpha_i) / sqrt(1 - alpha_bar_i) eps) / sqrt(alpha_i), + sqrt(beta_i) z unless i = 0,
+    clipped after every step; the same generator draws in the same order."""
+    th.manual_seed(0)
+    denoiser, schedule = Denoiser(3, 2, [16]), DiffusionSchedule(5)
+    obs = th.randn(64, 3)
+    n = 5
+    betas = [1 - math.exp(-0.1 / n - 0.5 * 9.9 * (2 * t - 1) / n**2) for t in range(1, n + 1)]
+    alpha_bars = _hand_alpha_bars(n)
+
+    def chain(clip_each_step: bool) -> th.Tensor:
+        generator = th.Generator().manual_seed(3)
+        x = th.randn(64, 2, generator=generator)
+        for i in reversed(range(n)):
+            with th.no_grad():
+                eps = denoiser(obs, x, th.full((64,), i, dtype=th.long))
+            alpha = 1 - betas[i]
+            x = (x - (1 - alpha) / math.sqrt(1 - alpha_bars[i]) * eps) / math.sqrt(alpha)
+            if i > 0:
+                x = x + math.sqrt(betas[i]) * th.randn(64, 2, generator=generator)
+            if clip_each_step or i == 0:
+                x = x.clamp(-0.5, 0.5)
+        return x
+
+    samples = ddpm_sample(denoiser, schedule, obs, clip=0.5, generator=th.Generator().manual_seed(3))
+    th.testing.assert_close(samples, chain(clip_each_step=True), rtol=1e-5, atol=1e-5)
+    # the check can fail: clipping only the last step gives other samples
+    assert not th.allclose(samples, chain(clip_each_step=False), atol=1e-3)
+
+
+def test_weighted_denoising_loss_is_a_batch_mean_not_normalised_by_the_weights():
+    """FISOR's mean_i w_i ||eps_theta - eps||^2 divides by the batch size: weights summing to 1 (not to the batch
+    size) give a quarter of the self-normalised average on a batch of 4."""
+    th.manual_seed(0)
+    denoiser, schedule = Denoiser(1, 2, [8]), DiffusionSchedule(5)
+    obs, actions = th.zeros(4, 1), th.rand(4, 2) * 2 - 1
+    weights = th.tensor([0.25, 0.25, 0.5, 0.0])
+    th.manual_seed(1)
+    weighted = denoising_loss(denoiser, schedule, obs, actions, weights)
+    th.manual_seed(1)
+    t, noise = th.randint(5, (4,)), th.randn(4, 2)
+    errors = (denoiser(obs, schedule.q_sample(actions, t, noise), t) - noise).pow(2).sum(-1)
+    assert weighted.item() == pytest.approx((weights * errors).sum().item() / 4, rel=1e-6)
+    assert weighted.item() != pytest.approx((weights * errors).sum().item(), rel=1e-3)

@@ -6,9 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.logger import configure
 
 from rlkit import FISOR
-from rlkit.common.diffusion import ddpm_sample
+from rlkit.common.diffusion import ddpm_sample, denoising_loss
 from rlkit.common.evaluation import evaluate
 from rlkit.data.minari import OfflineDataset
 from rlkit.data.scores import dsrl_normalized_cost
@@ -252,3 +253,82 @@ def test_feasibility_guided_weights_alone_keep_fisor_safe(dataset):
     result = evaluate(FISOR("MlpPolicy", env, dataset=dataset, seed=0, **kwargs).learn(1500), env, 10, seed=100)
     assert dsrl_normalized_cost(result.cost_mean, TOY_COST_LIMIT) <= 1.0
     assert result.return_mean > -55.0  # still heading for the goal (a uniformly random policy: about -62)
+
+
+def _perturb(*modules: th.nn.Module, seed: int = 0, scale: float = 0.3) -> None:
+    generator = th.Generator().manual_seed(seed)
+    with th.no_grad():
+        for module in modules:
+            for parameter in module.parameters():
+                parameter.add_(scale * th.randn(parameter.shape, generator=generator))
+
+
+def test_target_networks_follow_with_the_actor_ema_rate_and_the_critics_tau(dataset):
+    """With learning rate 0 the online networks stay put, so one step is two EMA moves of the actor copy at rate
+    ``actor_ema`` (two actor updates per step) and one Polyak move of each target critic at rate ``tau``."""
+    ema, tau = 0.2, 0.05
+    kwargs = {**FISOR_KWARGS, "learning_rate": 0.0, "actor_ema": ema, "tau": tau}
+    model = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **kwargs)
+    model.set_logger(configure(None, []))
+    policy = model.policy
+    _perturb(policy.actor_target, policy.critic_target, policy.cost_critic_target)  # targets away from the online nets
+    pairs = [("actor", "actor_target", 1 - (1 - ema) ** 2), ("critic", "critic_target", tau)]
+    pairs.append(("cost_critic", "cost_critic_target", tau))
+    before = {name: [p.detach().clone() for p in getattr(policy, name).parameters()] for pair in pairs for name in pair[:2]}
+    model.train(1, FISOR_KWARGS["batch_size"])
+    for online, target, rate in pairs:
+        for now, online_before, target_before in zip(
+            getattr(policy, target).parameters(), before[online], before[target], strict=True
+        ):
+            th.testing.assert_close(now.detach(), rate * online_before + (1 - rate) * target_before)
+        for now, online_before in zip(getattr(policy, online).parameters(), before[online], strict=True):
+            assert th.equal(now.detach(), online_before)  # learning rate 0: the online nets did not move
+
+
+def test_actor_updates_get_clipped_actions_and_the_three_case_weights_of_the_target_critics(dataset, monkeypatch):
+    """The two denoising updates of a step see the batch halves, the dataset actions clipped to +-(1 - 1e-5) and
+    eq. (10)'s weights from A = min_j Q'_j(s, a) - V(s), Q_h = max_j Q'_h,j(s, a) and V_h(s), all three cases present."""
+    model = FISOR("MlpPolicy", "toy/hazard-v0", dataset=dataset, seed=0, **FISOR_KWARGS)
+    model.set_logger(configure(None, []))
+    policy = model.policy
+    _perturb(policy.critic_target, policy.cost_critic_target, policy.value, policy.cost_value, seed=1)
+    batch = FISOR_KWARGS["batch_size"]
+    th.manual_seed(5)
+    inds = th.randint(model.replay_buffer.buffer_size, (batch,))
+    data = model.replay_buffer._get_samples(inds)
+    obs, raw_actions = data.observations, data.actions
+    with th.no_grad():  # both signs of V_h and, among the feasible states, of Q_h
+        policy.cost_value.v_net[-1].bias.sub_(policy.cost_value(obs).median())
+        q_h = th.max(th.cat(policy.cost_critic_target(obs, raw_actions), dim=1), dim=1, keepdim=True)[0]
+        feasible = policy.cost_value(obs) <= 0
+        for q_net in policy.cost_critic_target.q_networks:
+            q_net[-1].bias.sub_(q_h[feasible].median())
+    actions = raw_actions.clamp(-1 + 1e-5, 1 - 1e-5)
+    with th.no_grad():
+        advantage = th.min(th.cat(policy.critic_target(obs, actions), dim=1), dim=1).values - policy.value(obs).squeeze(1)
+        q_h = th.max(th.cat(policy.cost_critic_target(obs, actions), dim=1), dim=1).values
+        v_h = policy.cost_value(obs).squeeze(1)
+    reward_weight = th.exp(3.0 * advantage).clamp(max=100.0)
+    cost_weight = th.exp(5.0 * (v_h - q_h)).clamp(max=150.0)
+    expected = th.where(v_h > 0, cost_weight, th.where(q_h <= 0, reward_weight, th.zeros_like(q_h)))
+    safe = (v_h <= 0) & (q_h <= 0)
+    assert (v_h > 0).any() and safe.any() and ((v_h <= 0) & (q_h > 0)).any()
+    assert (raw_actions.abs() == 1.0).any()  # the clip matters on this batch
+    assert not th.allclose(reward_weight[safe], th.exp(-3.0 * advantage[safe]).clamp(max=100.0))
+
+    calls = []
+
+    def recording_loss(denoiser, schedule, obs, actions, weights=None):
+        calls.append((obs.clone(), actions.clone(), weights.clone()))
+        return denoising_loss(denoiser, schedule, obs, actions, weights)
+
+    monkeypatch.setattr("rlkit.fisor.fisor.denoising_loss", recording_loss)
+    th.manual_seed(5)
+    model.train(1, batch)
+    assert len(calls) == 2
+    for (seen_obs, seen_actions, seen_weights), part in zip(
+        calls, (slice(0, batch // 2), slice(batch // 2, batch)), strict=True
+    ):
+        th.testing.assert_close(seen_obs, obs[part])
+        assert th.equal(seen_actions, actions[part])
+        th.testing.assert_close(seen_weights, expected[part], rtol=1e-5, atol=1e-6)
