@@ -10,6 +10,12 @@ Each test below fails on a broken OPPO. Deliberate bugs applied once each, and t
   ``test_learns_preferred_behaviour_on_mixed_toy_data``.
 - padding attended to (the key-padding part of the attention mask dropped):
   ``test_masked_positions_do_not_change_action_or_context``.
+- the triplet margin ignored (always 1) or an L1 distance: ``test_preference_loss_is_the_triplet_margin_loss_by_hand``.
+- HIM summed over the action entries (not averaged), the norm penalty pulling z to 0, the triplet term's sign flipped
+  or detached, the encoder's gradient not clipped, z* not detached:
+  ``test_encoder_policy_step_is_the_hand_computed_loss_with_separately_clipped_gradients``.
+- unlimited labels inverted, or a pair's second window shifted by one:
+  ``test_unlimited_labels_compare_each_pair_by_its_foresee_return``.
 
 z* step, ``update_optimal_context``
 - no skip on an all-tied batch (AdamW's weight decay moves z*): ``test_all_tied_batch_is_finite_and_keeps_z_star``.
@@ -23,6 +29,8 @@ Acting
 """
 
 from __future__ import annotations
+
+import copy
 
 import gymnasium as gym
 import numpy as np
@@ -153,6 +161,93 @@ def test_label_convention_and_swapped_pairs(dataset):
         model.update_optimal_context(batch)
         results.append(model.policy.z_star.detach().clone())
     th.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
+
+
+def test_preference_loss_is_the_triplet_margin_loss_by_hand():
+    generator = th.Generator().manual_seed(2)
+    z_star = th.randn(3, generator=generator)
+    positive, negative = th.randn(6, 3, generator=generator), th.randn(6, 3, generator=generator)
+    references = []
+    for margin in (0.3, 1.0, 2.5):
+        # PyTorch's pairwise distance ||x - y + eps||_2, eps = 1e-6
+        terms = [
+            max(0.0, (z_star - p + 1e-6).norm().item() - (z_star - n + 1e-6).norm().item() + margin)
+            for p, n in zip(positive, negative, strict=True)
+        ]
+        assert 0 < sum(t > 0 for t in terms) < 6, "some triplets inside the margin, some outside"
+        assert preference_loss(z_star, positive, negative, margin).item() == pytest.approx(np.mean(terms), abs=1e-6)
+        references.append(np.mean(terms))
+    assert len(set(np.round(references, 6))) == 3, "the margin matters"
+    assert preference_loss(z_star, positive[:0], negative[:0], 1.0).item() == 0.0
+
+
+def _edge_batch(model: OPPO, targets: np.ndarray) -> OPPOBatch:
+    """Pairs of fixed windows, some of them left-padded (starts at the episode's last steps)."""
+    n = len(targets)
+    sampler = model.window_sampler()
+    episodes = np.arange(2 * n) % sampler.n_episodes
+    lengths = sampler.episode_lengths[episodes]
+    starts = np.where(np.arange(2 * n) % 3 == 0, lengths - 1 - np.arange(2 * n) % 2, (7 * np.arange(2 * n)) % (lengths - 4))
+    windows = sampler.windows(episodes, starts)
+    assert not windows.mask.all() and windows.mask.any(axis=1).all()
+    first = th.arange(n)
+    return OPPOBatch(
+        WindowTensors.from_windows(windows, model.device), 2 * n, first, first + n, th.as_tensor(targets, dtype=th.float32)
+    )
+
+
+def test_encoder_policy_step_is_the_hand_computed_loss_with_separately_clipped_gradients(dataset):
+    """L_HIM(B1) + L_HIM(B2) + lambda_PM L_PM(sg(z*)) + lambda_N L_N, each network's gradient clipped to norm 0.25."""
+    coefs = dict(margin=0.5, pref_loss_coef=0.3, norm_loss_coef=0.2)
+    model = tiny_model(dataset, **coefs)
+    model.policy.set_training_mode(True)
+    targets = np.array([0.0, 1.0, 0.5, 1.0, 0.0, 1.0])
+    batch = _edge_batch(model, targets)
+    n = len(targets)
+    reference = copy.deepcopy(model.policy)
+    w = batch.windows
+    z = reference.encoder(w.observations, w.actions, w.timesteps, w.mask)
+    predicted = reference.actor(z, w.observations, w.actions, w.timesteps, w.mask)
+    # the mean squared action error over the real steps (and action entries) of each half
+    him = sum(((predicted[h] - w.actions[h]) ** 2)[w.mask[h]].mean() for h in (slice(0, n), slice(n, 2 * n)))
+    z_star, triplets = reference.z_star.detach(), []
+    for i, y in enumerate(targets):
+        if y != 0.5:
+            better, worse = (z[n + i], z[i]) if y == 1.0 else (z[i], z[n + i])
+            d_better, d_worse = (z_star - better + 1e-6).norm(), (z_star - worse + 1e-6).norm()
+            triplets.append(th.relu(d_better - d_worse + coefs["margin"]))
+    pref = th.stack(triplets).mean()
+    norm = sum(((z[h].norm(dim=1) - 1.0) ** 2).mean() for h in (slice(0, n), slice(n, 2 * n)))
+    (him + coefs["pref_loss_coef"] * pref + coefs["norm_loss_coef"] * norm).backward()
+    expected = {}
+    for name in ("encoder", "actor"):
+        grads = [p.grad.clone() for p in getattr(reference, name).parameters()]
+        total = th.sqrt(sum((g**2).sum() for g in grads))
+        assert total > 0.25, f"the {name}'s gradient is clipped (the test can fail)"
+        expected[name] = [g * min(1.0, 0.25 / (total.item() + 1e-6)) for g in grads]
+
+    losses = model.update_encoder_policy(batch)
+    assert losses["him_loss"] == pytest.approx(him.item(), rel=1e-5)
+    assert losses["preference_loss"] == pytest.approx(pref.item(), rel=1e-5) and pref.item() > 0
+    assert losses["norm_loss"] == pytest.approx(norm.item(), rel=1e-5)
+    for name, grads in expected.items():
+        for got, want in zip((p.grad for p in getattr(model.policy, name).parameters()), grads, strict=True):
+            th.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    assert model.policy.z_star.grad is None, "z* gets no gradient from the (theta, phi) loss"
+
+
+def test_unlimited_labels_compare_each_pair_by_its_foresee_return(dataset):
+    model = tiny_model(dataset, foresee=20)
+    rng = copy.deepcopy(model._rng)
+    batch = model._sample_batch(16)
+    fresh = model.window_sampler().sample(32, rng)  # the same draw: the batch's windows
+    np.testing.assert_array_equal(batch.windows.observations.numpy(), fresh.observations)
+    first, second = batch.first.numpy(), batch.second.numpy()
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(32)), "B1 against B2, each window once"
+    score = model.window_sampler().foresee_returns(fresh.episodes, fresh.starts, 20)
+    expected = np.where(score[second] > score[first], 1.0, np.where(score[second] < score[first], 0.0, 0.5))
+    np.testing.assert_array_equal(batch.targets.numpy(), expected)  # P(second preferred)
+    assert {0.0, 1.0} <= set(expected.tolist())
 
 
 def test_all_tied_batch_is_finite_and_keeps_z_star(dataset):

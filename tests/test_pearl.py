@@ -16,6 +16,11 @@ Alignment and label transfer (:mod:`rlkit.pearl.alignment`)
   ``test_identity_coupling_returns_the_source_labels``, ``test_uniform_plan_gives_the_mean_source_label``.
 - reversed pairs added with label y instead of 1 - y: ``test_swapping_a_target_pair_gives_one_minus_the_label``.
 - the highest GW distance kept instead of the lowest: ``test_plan_marginals_and_lowest_restart_kept``.
+- one standard deviation for every channel, or POT's default squared Euclidean distances:
+  ``test_features_are_standardised_per_channel_and_distances_are_euclidean``.
+- collapsed images (both segments of a pair on one target segment) kept:
+  ``test_matched_target_pairs_are_the_images_and_drop_collapsed_pairs``.
+- target segments drawn with padding (``full=False``): ``test_transferred_target_segments_lie_inside_their_episodes``.
 - the plan's rows renormalised to 1 (the conditional P(i | k) returned as the plan):
   ``test_plan_marginals_and_lowest_restart_kept``.
 - ``epsilon`` ignored (exact GW always) or the entropic restart scored by the product plan's objective instead of its
@@ -27,6 +32,8 @@ Robust reward (:class:`~rlkit.common.preference.GaussianRewardModel`)
   ``test_sigma_stays_in_its_clamp_and_follows_the_regulariser``.
 - log sigma unbounded (the map into ``log_sigma_bounds`` dropped):
   ``test_sigma_stays_in_its_clamp_and_follows_the_regulariser``.
+- the noise scaled by the variance (sigma^2) instead of sigma:
+  ``test_robust_loss_is_the_hand_computed_cross_entropy_on_sampled_scores_plus_the_kl``.
 
 Relabelling (:class:`~rlkit.iql.IQLBT` with ``reward_type="gaussian"``, :class:`~rlkit.pearl.PEARL`)
 - relabelled with a reparameterised sample mu + sigma eps instead of mu: ``test_relabelled_rewards_equal_mu``.
@@ -44,6 +51,7 @@ import numpy as np
 import ot
 import pytest
 import torch as th
+from torch.nn import functional as F
 
 from rlkit import IQLBT, PEARL
 from rlkit.common.preference import (
@@ -173,6 +181,39 @@ def test_entropic_and_exact_gw_agree_on_small_problems():
         assert entropic.gw_dist == pytest.approx(exact.gw_dist, rel=0.1)
     with pytest.raises(ValueError, match="epsilon"):
         gromov_wasserstein_alignment(cost_source, cost_target, epsilon=-1.0)
+
+
+def test_features_are_standardised_per_channel_and_distances_are_euclidean():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(4, 3, 2)) * np.array([100.0, 0.01]) + np.array([5.0, -2.0])  # channels of other scales
+    act = np.concatenate([rng.normal(size=(4, 3, 1)), np.full((4, 3, 1), 0.7)], axis=-1)  # a constant channel
+    steps, mask = np.tile(np.arange(3), (4, 1)), np.ones((4, 3), bool)
+    windows = Windows(obs, act, np.zeros((4, 3)), steps, mask, np.arange(4), np.zeros(4))
+    features = segment_features(windows)
+    expected = np.zeros((4, 3, 4))
+    for channel, values in enumerate([obs[..., 0], obs[..., 1], act[..., 0], act[..., 1]]):
+        spread = values.std() if values.std() > 0 else 1.0  # over all 12 steps of the set
+        expected[..., channel] = (values - values.mean()) / spread
+    np.testing.assert_allclose(features, expected.reshape(4, 12), atol=1e-12)  # step by step: (s_t, a_t), t = 0, 1, 2
+    # plain Euclidean distances (not POT's default squared ones), divided by the largest
+    triangle = within_task_distances(np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]))
+    np.testing.assert_allclose(triangle, np.array([[0, 3, 4], [3, 0, 5], [4, 5, 0]]) / 5.0, atol=1e-12)
+
+
+def test_matched_target_pairs_are_the_images_and_drop_collapsed_pairs():
+    plan = np.array([[0.2, 0.05, 0.0], [0.15, 0.1, 0.0], [0.0, 0.2, 0.05], [0.0, 0.0, 0.25]])  # 0, 1 -> 0; 2 -> 1; 3 -> 2
+    pairs, kept = matched_target_pairs(plan, np.array([[0, 1], [0, 2], [2, 3], [3, 1], [1, 0]]))
+    np.testing.assert_array_equal(pairs, [[0, 1], [1, 2], [2, 0]])
+    np.testing.assert_array_equal(kept, [1, 2, 3])  # (0, 1) and (1, 0) both land on target segment 0: no pair
+
+
+def test_transferred_target_segments_lie_inside_their_episodes(source, target):
+    pool = PreferencePool.create(source, 40, mode="window", seed=0, segment_length=10)
+    transferred, _ = transfer_preferences(source, pool, target, n_target_segments=120, seed=0, n_restarts=1)
+    lengths = target.episode_lengths[transferred.episodes]
+    assert np.all(transferred.starts + 10 <= lengths), "no padded target segment"
+    first, second = transferred.windows(WindowSampler(target, 10))
+    assert first.mask.all() and second.mask.all()
 
 
 def test_identity_coupling_returns_the_source_labels():
@@ -322,6 +363,38 @@ def test_sigma_stays_in_its_clamp_and_follows_the_regulariser(source):
     assert beyond > up and largest <= 1.0, "pushed toward an eta above the clamp, sigma stays inside it"
     assert below < down and smallest >= -3.0
     assert free < start - 0.05
+
+
+def test_robust_loss_is_the_hand_computed_cross_entropy_on_sampled_scores_plus_the_kl():
+    """L_RRL = BCE(sigmoid(S1 - S0), y) + lambda_u mean KL(N(mu, sigma^2) || N(mu, eta^2)), S = sum_t mu_t + sigma_t eps_t."""
+    th.manual_seed(0)
+    eta, lambda_u, (low, high) = 0.7, 0.4, (-2.0, 1.0)
+    model = GaussianRewardModel(3, 2, net_arch=(8,), eta=eta, lambda_u=lambda_u, log_sigma_bounds=(low, high))
+    generator = th.Generator().manual_seed(1)
+    obs0, obs1 = th.randn(2, 5, 4, 3, generator=generator)
+    act0, act1 = th.randn(2, 5, 4, 2, generator=generator)
+    targets = th.tensor([0.0, 1.0, 0.5, 1.0, 0.3])
+    th.manual_seed(7)
+    total, cross_entropy, regularizer = model.loss(obs0, act0, obs1, act1, targets)
+
+    th.manual_seed(7)
+    noise0, noise1 = th.randn(5, 4), th.randn(5, 4)  # the model draws eps for segment 0, then segment 1
+    scores, log_sigmas = [], []
+    for obs, act, noise in ((obs0, act0, noise0), (obs1, act1, noise1)):
+        out = model.net(th.cat([obs, act], dim=-1))
+        mu, log_sigma = th.tanh(out[..., 0]), low + (high - low) * th.sigmoid(out[..., 1])
+        scores.append((mu + log_sigma.exp() * noise).sum(dim=1))
+        log_sigmas.append(log_sigma)
+    logit = scores[1] - scores[0]
+    ce_reference = -(targets * F.logsigmoid(logit) + (1 - targets) * F.logsigmoid(-logit)).mean()
+    sigma = th.cat(log_sigmas).exp()
+    kl_reference = (th.log(eta / sigma) + sigma**2 / (2 * eta**2) - 0.5).mean()
+    total_reference = ce_reference + lambda_u * kl_reference
+    for value, reference in ((cross_entropy, ce_reference), (regularizer, kl_reference), (total, total_reference)):
+        assert value.item() == pytest.approx(reference.item(), rel=1e-5)
+    parameters = list(model.parameters())
+    for got, want in zip(th.autograd.grad(total, parameters), th.autograd.grad(total_reference, parameters), strict=True):
+        th.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_robust_model_orders_pairs_and_rejects_bad_settings(source):

@@ -196,3 +196,39 @@ def test_disagreement_and_entropy_selection():
     assert set(reference) == set(np.argsort(gap)[:5])
     with pytest.raises(ValueError, match="query scheme"):
         select_queries(model, seg0, seg1, 5, "k-center")
+
+
+def test_each_member_trains_on_its_own_permutation_and_the_loss_is_the_mean_cross_entropy():
+    """B-Pref's ``train_reward``: one permutation of the pairs per member; the reported loss is per pair and member."""
+    th.manual_seed(0)
+    n, horizon, batch_size = 20, 3, 8
+    rng = np.random.default_rng(0)
+    obs0, obs1 = rng.normal(size=(2, n, horizon, 2)).astype(np.float32)
+    obs0[:, :, 0], obs1[:, :, 0] = np.arange(n)[:, None], np.arange(n)[:, None]  # feature 0 names the pair
+    actions = rng.normal(size=(n, horizon, 1)).astype(np.float32)
+    targets = rng.choice([0.0, 0.5, 1.0], size=n).astype(np.float32)
+    data = PreferenceDataset()
+    data.add(Segments(obs0, actions, np.zeros((n, horizon))), Segments(obs1, actions, np.zeros((n, horizon))), targets)
+    model = RewardEnsemble(2, 1, n_members=3, net_arch=[8], learning_rate=0.0)  # lr 0: the loss of the initial model
+    with th.no_grad():
+        logits = model.logits(th.as_tensor(obs0), th.as_tensor(actions), th.as_tensor(obs1), th.as_tensor(actions))
+    p = th.sigmoid(logits).numpy().astype(np.float64)
+    cross_entropy = -(targets * np.log(p) + (1 - targets) * np.log(1 - p))  # (members, pairs)
+    calls: list[tuple[int, list[int]]] = []
+    member_returns = model._member_returns
+
+    def spy(member: int, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        calls.append((member, observations[:, 0, 0].long().tolist()))
+        return member_returns(member, observations, actions)
+
+    model._member_returns = spy  # type: ignore[method-assign]
+    stats = model.fit(data, n_epochs=1, batch_size=batch_size, rng=np.random.default_rng(5), stop_accuracy=2.0)
+    perm_rng = np.random.default_rng(5)
+    perms = [perm_rng.permutation(n) for _ in range(3)]
+    assert len({tuple(perm) for perm in perms}) == 3
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for member, index in calls[::2]:  # each member's minibatch is read twice (segment 1, then segment 0)
+        seen[member] += index
+    for member in range(3):
+        assert seen[member] == perms[member].tolist(), f"member {member} trains on its own permutation"
+    assert stats["loss"] == pytest.approx(cross_entropy.mean(), rel=1e-5)
