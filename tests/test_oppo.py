@@ -426,6 +426,8 @@ def test_bad_input_rejected(dataset, pool):
         OPPO("TransformerPolicy", discrete, dataset=dataset, **TINY)
     with pytest.raises(ValueError, match="Unknown network_size"):
         OPPO("TransformerPolicy", None, dataset=dataset, network_size="huge")
+    with pytest.raises(ValueError, match="margin must be positive"):
+        OPPO("TransformerPolicy", None, dataset=dataset, margin=0.0)
     with pytest.raises(ValueError, match="segment_length=6"):
         tiny_model(dataset, pool, context_length=6)
     with pytest.raises(ValueError, match="max_timestep=50"):

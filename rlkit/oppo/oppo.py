@@ -162,7 +162,7 @@ class OPPO(OfflineAlgorithm):
     :param warmup_steps: linear warm-up of the policy's learning rate, ``min((n + 1) / warmup, 1)`` (10,000)
     :param pref_loss_coef: lambda_PM (``pref_loss_ratio``: 0.1)
     :param norm_loss_coef: lambda_N (``phi_norm_loss_ratio``: 0.1)
-    :param margin: triplet margin m (1)
+    :param margin: triplet margin m of the strict preferences, > 0 (1)
     :param max_grad_norm: gradient-norm clip of the encoder and of the policy, each (0.25)
     :param batch_size: pairs per step; the HIM term reconstructs 2 x ``batch_size`` windows (64)
     :param zero_context_eval: act as the official evaluation code: z* at the last position, zero context before
@@ -221,6 +221,9 @@ class OPPO(OfflineAlgorithm):
             )
         if n_labels is not None and n_labels <= 0:
             raise ValueError(f"n_labels must be positive or None (label every sampled pair), got {n_labels}")
+        if margin <= 0:
+            # the triplet loss of strict preferences (ties are dropped, so the paper's margin-0 tie loss never applies)
+            raise ValueError(f"margin must be positive (the paper's triplet margin is 1), got {margin}")
         self.preference_pool = preference_pool
         self.n_labels = n_labels
         self.label_mode = label_mode
