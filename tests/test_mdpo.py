@@ -142,11 +142,12 @@ def test_first_inner_step_of_mdpo_is_a_vanilla_policy_gradient_step():
             th.testing.assert_close(new_params[name].detach() - param.detach(), param.grad, atol=1e-5, rtol=1e-4)
 
 
-def _sgd_mdpo(sgd_steps: int, step_size: float, learning_rate: float = 0.05) -> MDPO:
+def _sgd_mdpo(sgd_steps: int, step_size: float, learning_rate: float = 0.05, ent_coef: float = 0.0) -> MDPO:
     """MDPO with plain SGD, no gradient clipping and a constant step size t, on a 128-step rollout."""
     return MDPO(
         "MlpPolicy",
         PointReachEnv(),
+        ent_coef=ent_coef,
         n_steps=128,
         sgd_steps=sgd_steps,
         step_size=step_size,
@@ -185,8 +186,10 @@ def _reference_mirror_descent(
     kl_weight: float,
     learning_rate: float,
     kl_new_old: bool = True,
+    ent_coef: float = 0.0,
 ) -> tuple[ActorCriticPolicy, list[float]]:
-    """m plain-SGD steps on -Psi, written with torch.distributions: Psi = E[r A] - kl_weight * E[KL(new || old)].
+    """m plain-SGD steps on -Psi - ent_coef * E[H(pi_theta)], written with torch.distributions:
+    Psi = E[r A] - kl_weight * E[KL(new || old)].
 
     :return: the policy after the m steps and the KL of each step's loss
     """
@@ -206,7 +209,7 @@ def _reference_mirror_descent(
         ratio = th.exp(new.log_prob(actions).sum(-1) - old_log_prob)
         kl = th.distributions.kl_divergence(new, old) if kl_new_old else th.distributions.kl_divergence(old, new)
         kl = kl.sum(-1).mean()
-        loss = -((ratio * advantages).mean() - kl_weight * kl)
+        loss = -((ratio * advantages).mean() - kl_weight * kl) - ent_coef * new.entropy().sum(-1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -245,6 +248,20 @@ def test_mdpo_train_optimises_kl_new_old_with_weight_one_over_t_over_m_steps():
     weight_t, _ = _reference_mirror_descent(anchor, buffer, sgd_steps, step_size, learning_rate)
     assert _max_difference(reversed_kl, expected) > 1e-4
     assert _max_difference(weight_t, expected) > 1e-4
+
+
+def test_mdpo_entropy_bonus_is_added_to_the_objective():
+    """With ent_coef > 0 the inner steps maximise Psi + ent_coef * E[H(pi_theta)] (a bonus: the loss subtracts it)."""
+    sgd_steps, step_size, learning_rate, ent_coef = 2, 0.5, 0.05, 0.5
+    model = _sgd_mdpo(sgd_steps, step_size, learning_rate, ent_coef=ent_coef)
+    anchor = _one_iteration(model)
+    buffer = model.rollout_buffer
+    kwargs = dict(sgd_steps=sgd_steps, kl_weight=1.0 / step_size, learning_rate=learning_rate)
+    expected, _ = _reference_mirror_descent(anchor, buffer, ent_coef=ent_coef, **kwargs)
+    assert _max_difference(model.policy, expected) < 1e-5
+    # the test can fail: the opposite sign (an entropy penalty) gives other parameters
+    penalty, _ = _reference_mirror_descent(anchor, buffer, ent_coef=-ent_coef, **kwargs)
+    assert _max_difference(penalty, expected) > 1e-3
 
 
 def test_mdpo_step_shrinks_as_the_kl_weight_one_over_t_grows():
@@ -410,6 +427,53 @@ def test_off_policy_gradient_at_the_anchor_is_sac_gradient_with_temperature_lamb
     sac_grad_c, _ = _sac_actor_gradient(sac, obs, kl_coef)
     # Monte-Carlo error is about 2% of the gap to the wrong answer (SAC with temperature c)
     assert (mdpo_grad - sac_grad_lambda).norm() < 0.1 * (sac_grad_c - sac_grad_lambda).norm()
+
+
+def test_off_policy_v1_actor_loss_uses_q1_and_the_squared_log_std_regulariser():
+    """The SAC-v1 actor loss on a fixed batch against the spec's formula written by hand:
+
+    mean[c (log pi_theta - log pi_k)(a_theta) + lambda log pi_k(a_theta) - Q1(s, a_theta)]
+    + r (mean(mu^2) + mean(log sigma^2)), with Q1 only (not min(Q1, Q2)) and log sigma squared.
+    """
+    kl_coef, ent_coef, reg = 0.7, 0.2, 0.5
+    model = MDPOOff(
+        "MlpPolicy",
+        PointReachEnv(),
+        kl_coef=kl_coef,
+        ent_coef=ent_coef,
+        actor_reg_coef=reg,
+        learning_starts=10,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        seed=0,
+        device="cpu",
+    )
+    with th.no_grad():  # an anchor different from the actor, so that the KL term is not zero
+        for param in model.anchor_actor.parameters():
+            param.add_(0.1 * th.randn_like(param))
+    obs = th.randn(64, 4, generator=th.Generator().manual_seed(3))
+    th.manual_seed(11)
+    loss, _ = model._actor_loss(obs)
+
+    def squashed_log_prob(actor, gaussian: th.Tensor) -> th.Tensor:
+        mean, log_std, _ = actor.get_action_dist_params(obs)
+        log_prob = th.distributions.Normal(mean, log_std.exp()).log_prob(gaussian).sum(-1)
+        return log_prob - th.log(1 - th.tanh(gaussian) ** 2 + 1e-6).sum(-1)
+
+    with th.no_grad():
+        mean, log_std, _ = model.actor.get_action_dist_params(obs)
+        th.manual_seed(11)
+        gaussian = th.distributions.Normal(mean, log_std.exp()).rsample()
+        actions = th.tanh(gaussian)
+        log_prob = squashed_log_prob(model.actor, gaussian)
+        anchor_log_prob = squashed_log_prob(model.anchor_actor, gaussian)
+        q1, q2 = model.critic(obs, actions)
+        expected = (kl_coef * (log_prob - anchor_log_prob) + ent_coef * anchor_log_prob - q1.flatten()).mean()
+        expected = expected + reg * ((mean**2).mean() + (log_std**2).mean())
+        min_q = th.min(q1, q2).flatten()
+        with_min_q = expected + (q1.flatten() - min_q).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-4)
+    # the test can fail: min(Q1, Q2) differs from Q1 by more than the tolerance
+    assert abs(with_min_q.item() - expected.item()) > 1e-3
 
 
 def _fixed_batch(n: int = 32, seed: int = 8) -> ReplayBufferSamples:
