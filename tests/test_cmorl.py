@@ -300,3 +300,47 @@ def test_bad_spaces_and_single_objective_envs_are_rejected_at_construction():
         CMORL("MlpPolicy", "toy/reach-v0")
     with pytest.raises(ValueError, match="Box"):
         MOPPO("MlpPolicy", make_env("mo/mo-mountaincar-v0"))
+
+
+def test_return_estimate_refresh_moves_by_the_unnormalised_first_order_change():
+    """After an update, ``current_return`` moves by H * mean_i min(rho_i c_ij, clip(rho_i) c_ij) over the whole rollout,
+    c the centred advantages of objective j times sigma_j (the running return std that undoes the reward
+    normalisation), H = 10 on the arc task. The return scales are set far from 1 and the policy is moved away from
+    the one that collected the rollout, so that dropping sigma changes the result.
+    """
+    model = MOPPO(
+        "MlpPolicy",
+        make_env("toy/mo-arc-v0"),
+        actor_loss="barrier",
+        objective=0,
+        constraint_reference=[5.0, 5.0],
+        n_steps=120,
+        batch_size=60,
+        n_epochs=1,
+        learning_rate=0.0,
+        policy_kwargs={"net_arch": [16]},
+        seed=0,
+    )
+    start = np.array([5.0, 4.0])
+    model.current_return = start
+    model.learn(120)
+    venv = model.get_vec_normalize_env()
+    venv.ret_rms.var = np.array([9.0, 0.04])
+    with th.no_grad():
+        for param in model.policy.action_net.parameters():
+            param.add_(0.5 * th.randn(param.shape, generator=th.Generator().manual_seed(3)))
+    model.current_return = start
+    model._refresh_return_estimate(0.2)
+    buffer = model.rollout_buffer
+    obs = th.as_tensor(buffer.observations.reshape(120, -1))
+    actions = th.as_tensor(buffer.actions.reshape(120, -1))
+    with th.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
+    ratio = th.exp(log_prob - th.as_tensor(buffer.log_probs.reshape(120))).double()
+    sigma = np.sqrt(np.array([9.0, 0.04]) + venv.epsilon)
+    advantages = th.as_tensor(buffer.advantages.reshape(120, 2) * sigma)
+    centred = advantages - advantages.mean(dim=0)
+    clipped = th.clamp(ratio, 0.8, 1.2)[:, None]
+    change = 10.0 * th.minimum(ratio[:, None] * centred, clipped * centred).mean(dim=0)
+    np.testing.assert_allclose(model.current_return, start + change.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(change.numpy()).min() > 1e-3 and ((ratio - 1).abs() > 0.2).any()  # the estimate moved, the clip acts

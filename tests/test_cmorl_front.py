@@ -17,7 +17,13 @@ What each test catches (each bug below was applied once to the code and made the
 - the concave toy's front bent the other way (a circle centred at the origin):
   ``test_concave_front_is_reached_by_linear_scalarisation_only_at_its_ends``;
 - the table's data-driven nadir taken over non-dominated points of the union only:
-  ``test_table_reports_hv_at_the_reference_and_at_the_nadir_for_old_and_new_records``.
+  ``test_table_reports_hv_at_the_reference_and_at_the_nadir_for_old_and_new_records``;
+- an extension child starting from fresh observation statistics instead of a copy of its parent's:
+  ``test_extension_starts_from_the_parents_normalisation_statistics``;
+- evaluation returns not discounted (in ``evaluate_returns``, or ``eval_gamma`` not passed to it):
+  ``test_evaluation_returns_are_discounted_by_eval_gamma``;
+- the barrier's return estimate not reset to the measured return after each evaluation:
+  ``test_each_evaluation_resets_the_return_estimate``.
 """
 
 import math
@@ -30,7 +36,7 @@ from benchmarks import algorithms
 from benchmarks.kinds import mo
 from benchmarks.suite import RunSpec
 from rlkit import CMORL, make_env
-from rlkit.cmorl import MOPPO
+from rlkit.cmorl import MOPPO, MOVecNormalize, evaluate_returns
 from rlkit.common.mo_metrics import expected_utility, hypervolume, simplex_grid
 
 th.set_num_threads(1)
@@ -338,3 +344,100 @@ def test_table_reports_hv_at_the_reference_and_at_the_nadir_for_old_and_new_reco
     declared = [{**r, "options": {**r["options"], "nadir": [0.0, 0.0]}} for r in records]
     row_a = next(line for line in mo.table(declared) if " | A | " in line)
     assert "*data*" not in row_a and row_a.split(" | ")[8] == f"{hypervolume([[3.0, 1.0], [1.0, 2.0]], [0, 0]):.2f} ± 0.00"
+
+
+def _turning(obs: np.ndarray) -> np.ndarray:
+    """Arc-task controller whose direction turns with the step (observation ``t / horizon``)."""
+    angle = 0.5 * np.pi * float(obs[0])
+    return np.array([np.cos(angle), np.sin(angle)], dtype=np.float32)
+
+
+def _turning_return(gamma: float) -> np.ndarray:
+    """Hand-computed return of :func:`_turning` over the arc task's 10 steps: sum_t gamma^t (cos, sin)(pi t / 20)."""
+    angles = 0.5 * np.pi * np.arange(10) / 10
+    return np.sum(gamma ** np.arange(10)[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1), axis=0)
+
+
+def test_evaluation_returns_are_discounted_by_eval_gamma():
+    """``evaluate_returns`` and C-MORL's in-training evaluation (``eval_gamma``) both discount the reward vector."""
+    env = make_env("toy/mo-arc-v0")
+    np.testing.assert_allclose(evaluate_returns(_turning, env, 2, gamma=0.9, seed=0), _turning_return(0.9), rtol=1e-5)
+    np.testing.assert_allclose(evaluate_returns(_turning, env, 1, gamma=1.0, seed=0), _turning_return(1.0), rtol=1e-5)
+    cmorl = CMORL("MlpPolicy", "toy/mo-arc-v0", eval_gamma=0.9, eval_episodes=2, n_steps=32, batch_size=32, seed=0)
+    model = cmorl._new_model(0, weights=np.array([0.5, 0.5]), actor_loss="scalarized")
+    model.predict = lambda obs, deterministic=True: (_turning(obs), None)  # fresh statistics: obs / sqrt(1 + 1e-8)
+    np.testing.assert_allclose(cmorl._evaluate(model), _turning_return(0.9), rtol=1e-5)
+    assert _turning_return(0.9)[0] < 0.8 * _turning_return(1.0)[0]  # the discount is visible
+
+
+def test_each_evaluation_resets_the_return_estimate():
+    """``_train`` evaluates every ``interval`` updates and sets the barrier's ``current_return`` to the measured
+    return, so the next updates start from it (the estimate moved by the updates since is discarded).
+    """
+    cmorl = CMORL("MlpPolicy", "toy/mo-arc-v0", n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    model = cmorl._new_model(0, weights=np.array([0.5, 0.5]), actor_loss="barrier", constraint_reference=[1.0, 2.0])
+    measured = [np.array([3.0, -1.0]), np.array([4.0, -2.0]), np.array([5.0, -3.0])]
+    queue = list(measured)
+    cmorl._evaluate = lambda _: queue.pop(0)
+    seen = []
+    original_learn = model.learn
+
+    def learn(*args, **kwargs):
+        seen.append(np.array(model.current_return, dtype=float))
+        return original_learn(*args, **kwargs)
+
+    model.learn = learn
+    evaluations = cmorl._train(model, 3, 1, None, False)
+    assert len(seen) == 3 and not queue
+    np.testing.assert_array_equal(seen[0], [1.0, 2.0])
+    np.testing.assert_array_equal(seen[1], measured[0])
+    np.testing.assert_array_equal(seen[2], measured[1])
+    np.testing.assert_array_equal(model.current_return, measured[2])
+    for got, expected in zip(evaluations, measured, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_extension_starts_from_the_parents_normalisation_statistics(monkeypatch):
+    """Every extension child starts with a copy of its parent's observation (and return) statistics: the stub of
+    ``_train`` gives each initialisation policy distinct statistics, then records the child's at its start and
+    changes them, which must not reach the parent in the archive.
+    """
+    parents: dict[tuple, tuple] = {}
+    children: list[tuple] = []
+
+    def fake_train(self, model, n_updates, interval, callback, progress_bar):
+        self.num_timesteps += n_updates * self._steps_per_update()
+        venv = model.get_vec_normalize_env()
+        assert isinstance(venv, MOVecNormalize)
+        if model.actor_loss == "scalarized":
+            k = len(parents) + 1.0
+            venv.obs_rms.mean, venv.obs_rms.var, venv.obs_rms.count = np.array([k, -k]), np.array([k + 1, 2 * k]), 50 * k
+            venv.ret_rms.var = np.array([3 * k, 0.5 * k])
+            returns = np.array([k, 3.0 - k])
+            parents[tuple(returns)] = (venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), 50 * k, venv.ret_rms.var.copy())
+            return [returns]
+        stats = (venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), venv.obs_rms.count, venv.ret_rms.var.copy())
+        children.append((tuple(model.constraint_reference), model.objective, stats))
+        venv.obs_rms.mean += 100.0
+        venv.ret_rms.var += 100.0
+        return [np.array([0.0, 0.0])]
+
+    monkeypatch.setattr(CMORL, "_train", fake_train)
+    model = CMORL("MlpPolicy", "toy/mo-arc-v0", weight_step=1.0, n_steps=32, batch_size=32, n_select=2, update_iter=1, seed=0)
+    model.learn(384)
+    assert sorted((ref, objective) for ref, objective, _ in children) == [
+        ((1.0, 2.0), 0),
+        ((1.0, 2.0), 1),
+        ((2.0, 1.0), 0),
+        ((2.0, 1.0), 1),
+    ]
+    for ref, _, (mean, var, count, ret_var) in children:
+        parent_mean, parent_var, parent_count, parent_ret_var = parents[ref]
+        np.testing.assert_array_equal(mean, parent_mean)
+        np.testing.assert_array_equal(var, parent_var)
+        assert count == parent_count
+        np.testing.assert_array_equal(ret_var, parent_ret_var)
+    for member in model.archive.members:
+        mean, var, count, ret_var = parents[tuple(member.returns)]
+        np.testing.assert_array_equal(member.obs_rms.mean, mean)
+        np.testing.assert_array_equal(member.ret_rms.var, ret_var)
