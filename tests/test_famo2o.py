@@ -315,3 +315,90 @@ def test_balance_step_follows_its_entropy_term_when_the_critic_is_flat(reach_dat
     for _ in range(3):
         model._update_balance(obs)
     assert model.balance.log_std.item() > -2.0 + 1e-4
+
+
+def test_balance_loss_uses_the_min_of_the_target_critic_heads(reach_dataset):
+    """``L_b = mean(alpha_b log pi_b(u|s) - min_j Q'_j(s, a))``, recomputed by hand with the same draws, on target
+    heads that differ from each other and from the online critic's."""
+    model = FamO2O("MlpPolicy", None, dataset=reach_dataset, seed=0, **SMALL)
+    with th.no_grad():
+        model.critic_target.q_networks[0][-1].bias.add_(3.0)  # head 1 above head 2 by 3
+        model.critic_target.q_networks[1][-1].bias.add_(-1.0)
+        for q_net in model.critic.q_networks:  # the online critic is 10 above its target
+            q_net[-1].bias.add_(10.0)
+    obs = model.replay_buffer.sample(64).observations
+    th.manual_seed(7)
+    with th.no_grad():
+        u, log_prob = model.balance.sample(obs)
+        beta = model.policy.coefficient(u)
+        actions = model.actor.distribution(model.policy.actor_input(obs, beta)).rsample()
+        q1, q2 = model.critic_target(obs, actions)
+        alpha = model.balance.log_alpha.exp()
+        expected = (alpha * log_prob - th.min(q1, q2).squeeze(1)).mean().item()
+    assert th.all(q1 > q2 + 2.0)  # the min is the second head everywhere
+    th.manual_seed(7)
+    balance_loss, _, _ = model._update_balance(obs)
+    assert balance_loss == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_advantage_weights_are_capped_at_exp_adv_max(reach_dataset):
+    """The universal policy's loss is ``-mean(min(exp(beta_i A_i), exp_adv_max) log pi_u(a_i|s_i, beta_i))``,
+    recomputed from the coefficients, advantages and log-likelihoods of one training step."""
+    model = FamO2O("MlpPolicy", None, dataset=reach_dataset, seed=0, exp_adv_max=2.0, **SMALL)
+    with th.no_grad():
+        model.value.v_net[-1].bias.sub_(0.5)  # advantages of about +0.5: weights above and below the cap
+    record: dict[str, th.Tensor] = {}
+    coefficients, update, log_prob = model.actor_coefficients, model._update_value_and_critic, model.actor.log_prob
+
+    def recording_coefficients(obs: th.Tensor) -> th.Tensor:
+        record["beta"] = coefficients(obs)
+        return record["beta"]
+
+    def recording_update(replay_data):
+        result = update(replay_data)
+        record["advantage"] = result[0]
+        return result
+
+    def recording_log_prob(actor_input: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        record["log_prob"] = log_prob(actor_input, actions)
+        return record["log_prob"]
+
+    model.actor_coefficients = recording_coefficients
+    model._update_value_and_critic = recording_update
+    model.actor.log_prob = recording_log_prob
+    model.learn_offline(1)
+    weights = th.exp(record["beta"] * record["advantage"]).squeeze(1)
+    assert 0.2 < (weights > 2.0).float().mean() < 0.8  # the cap binds on part of the batch
+    expected = -(weights.clamp(max=2.0) * record["log_prob"].detach()).mean().item()
+    assert model.logger.name_to_value["train/actor_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_online_coefficients_of_the_actor_loss_come_from_the_balance_model_before_its_update(reach_dataset):
+    """Online, the universal policy's loss uses ``beta_i ~ pi_b(.|s_i)`` drawn before this step's balance update.
+    The balance model is made almost deterministic (std ``e^-30``) and its update large, so the coefficients used
+    match the balance model's deterministic coefficient before the update and not the one after it."""
+    model = FamO2O("MlpPolicy", make_env("toy/reach-v0"), dataset=reach_dataset, learning_rate=0.05, seed=0, **SMALL)
+    model.balance.log_std_min = -30.0
+    with th.no_grad():
+        model.balance.log_std.fill_(-30.0)
+    record: dict[str, th.Tensor] = {}
+    coefficients, update_balance = model.actor_coefficients, model._update_balance
+
+    def recording_coefficients(obs: th.Tensor) -> th.Tensor:
+        record["used"] = coefficients(obs)
+        return record["used"]
+
+    def recording_update_balance(obs: th.Tensor) -> tuple[float, float, float]:
+        with th.no_grad():
+            record["before"] = model.policy.balance_coefficient(obs)
+        result = update_balance(obs)
+        with th.no_grad():
+            record["after"] = model.policy.balance_coefficient(obs)
+        return result
+
+    model.actor_coefficients = recording_coefficients
+    model._update_balance = recording_update_balance
+    model.learn(1)
+    assert model.online
+    th.testing.assert_close(record["used"], record["before"], rtol=0, atol=1e-5)
+    assert (record["after"] - record["before"]).abs().min() > 1e-3  # the update moved every coefficient

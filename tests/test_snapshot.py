@@ -357,3 +357,90 @@ def test_benchmark_kind_trains_from_a_saved_teacher_and_tabulates(tmp_path: Any,
     assert "-30.0 ± 0.0 | -30.0 ± 0.0 | -20.0 ± 0.0" in rows[0]
     with pytest.raises(ValueError, match="variant"):
         snapshot_kind.variant_of("SAC+Unknown")
+
+
+class RewardTapeEnv(gym.Env):
+    """Seven steps whose rewards are a fixed tape drawn from the reset seed (:func:`reward_tape`); actions are ignored."""
+
+    horizon = 7
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.tape, self.t = reward_tape(0), 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.tape, self.t = reward_tape(0 if seed is None else seed), 0
+        return np.array([self.t], dtype=np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = float(self.tape[self.t])
+        self.t += 1
+        return np.array([self.t], dtype=np.float32), reward, False, self.t >= self.horizon, {}
+
+    def get_state(self) -> np.ndarray:
+        return np.array([self.t], dtype=np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        self.t = int(state[0])
+
+
+def reward_tape(seed: int) -> np.ndarray:
+    """The rewards of the :class:`RewardTapeEnv` episode reset with ``seed``."""
+    return np.random.default_rng(seed).normal(size=RewardTapeEnv.horizon)
+
+
+def idle(obs: np.ndarray) -> np.ndarray:
+    return np.zeros(1, dtype=np.float32)
+
+
+def test_return_to_go_values_are_discounted_by_gamma() -> None:
+    snapshots = collect_snapshots(idle, RewardTapeEnv(), n_episodes=3, every=3, value="return_to_go", gamma=0.5, seed=10)
+    assert snapshots.steps.tolist() == [0, 3, 6] * 3 and snapshots.episodes.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    expected = []
+    for episode in range(3):
+        rewards = reward_tape(10 + episode)
+        for step in (0, 3, 6):
+            expected.append(sum(0.5**k * r for k, r in enumerate(rewards[step:])))
+    np.testing.assert_allclose(snapshots.values, expected, rtol=1e-12)
+    # the undiscounted sums are far from these values on this tape
+    undiscounted = [reward_tape(10 + e)[s:].sum() for e in range(3) for s in (0, 3, 6)]
+    assert np.abs(np.array(undiscounted) - expected).max() > 0.1
+
+
+def test_returns_so_far_sum_every_reward_before_the_snapshot() -> None:
+    snapshots = collect_snapshots(idle, RewardTapeEnv(), n_episodes=2, every=2, seed=20)
+    assert snapshots.steps.tolist() == [0, 2, 4, 6] * 2
+    expected = [reward_tape(20 + e)[:s].sum() for e in range(2) for s in (0, 2, 4, 6)]
+    np.testing.assert_allclose(snapshots.returns_so_far, expected, rtol=1e-12, atol=1e-12)
+    assert snapshots.returns_so_far[0] == 0.0 and snapshots.returns_so_far[4] == 0.0  # nothing before a reset state
+
+
+def test_keep_best_keeps_the_snapshots_of_the_highest_return_episodes() -> None:
+    totals = [reward_tape(30 + e).sum() for e in range(6)]
+    best = sorted(np.argsort(totals)[::-1][:2].tolist())
+    assert best != [0, 1] and best != sorted(np.argsort(totals)[:2].tolist())  # the check tells orders apart
+    snapshots = collect_snapshots(idle, RewardTapeEnv(), n_episodes=6, every=3, keep_best=2, value="return_to_go", seed=30)
+    assert snapshots.episodes.tolist() == [best[0]] * 3 + [best[1]] * 3
+    np.testing.assert_allclose(snapshots.meta["teacher_returns"], totals, rtol=1e-12)
+    expected = [sum(0.99**k * r for k, r in enumerate(reward_tape(30 + e)[s:])) for e in best for s in (0, 3, 6)]
+    np.testing.assert_allclose(snapshots.values, expected, rtol=1e-12)
+
+
+def test_a_seeded_reset_reseeds_the_snapshot_draws() -> None:
+    snapshots = collect_snapshots(idle, RewardTapeEnv(), n_episodes=3, every=1, seed=0)
+    assert len(snapshots) == 21
+
+    def make() -> SnapshotReset:
+        return SnapshotReset(RewardTapeEnv(), snapshots, snapshot_steps=10**6, truncate_step=None, n_clusters=3)
+
+    def draws(env: SnapshotReset, seed: int) -> list[tuple[int, int]]:
+        infos = [env.reset(seed=seed)[1]] + [env.reset()[1] for _ in range(11)]
+        return [(info["snapshot_index"], info["snapshot_cluster"]) for info in infos]
+
+    first, second = make(), make()
+    assert draws(first, 5) == draws(second, 5)
+    assert draws(first, 5) == draws(make(), 5)  # after earlier draws, the seed restarts the sequence
+    assert draws(first, 6) != draws(second, 5)
