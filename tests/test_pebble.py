@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from typing import Any
 
 import gymnasium as gym
@@ -15,6 +16,7 @@ from stable_baselines3 import SAC
 
 from rlkit import PARL, PEBBLE
 from rlkit.common.evaluation import evaluate
+from rlkit.common.preference import Segments
 from rlkit.envs.toy import PointReachEnv
 from rlkit.parl import conjugate_gradient, hypergradient
 
@@ -502,3 +504,234 @@ def test_rejects_non_box_action_space(algo):
 def test_parl_rejects_bad_correction_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         PARL("MlpPolicy", PointReachEnv(), **bad)
+
+
+# --------------------------------------------------------------------------- schedule, reset and rewards of the loop
+
+
+def _record_rounds(model: PEBBLE, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, int]]:
+    """(timestep, scheme, candidate pairs drawn) of every query round of ``model``."""
+    rounds: list[tuple[int, str, int]] = []
+    module = importlib.import_module("rlkit.pebble.pebble")
+    original_sample = module.sample_segment_pairs
+    original_ask = model._ask_teacher
+    scheme_of_round: list[str] = []
+
+    def ask(scheme: str) -> Any:
+        scheme_of_round.append(scheme)
+        return original_ask(scheme)
+
+    def sample(episodes: Any, n: int, *args: Any) -> Any:
+        rounds.append((model.num_timesteps, scheme_of_round[-1], n))
+        return original_sample(episodes, n, *args)
+
+    monkeypatch.setattr(module, "sample_segment_pairs", sample)
+    model._ask_teacher = ask  # type: ignore[method-assign]
+    return rounds
+
+
+def test_first_round_is_uniform_and_later_rounds_come_every_num_interact_steps(monkeypatch):
+    """The first query round, at learning_starts + unsup_steps, draws ``reward_batch`` uniform candidates; the next
+    ones, every ``num_interact`` steps, choose by the query scheme among ``large_batch * reward_batch`` candidates."""
+    model = _make(PEBBLE, num_interact=60, query_scheme="disagreement")
+    rounds = _record_rounds(model, monkeypatch)
+    model.learn(230)
+    assert rounds == [(100, "uniform", 10), (160, "disagreement", 100), (220, "disagreement", 100)]
+
+
+def test_first_reward_round_resets_the_critic_and_trains_reset_update_steps_on_the_learned_reward():
+    """After the first reward learning the critic is re-initialised, its target copied from it and its optimizer
+    fresh; then ``reset_update`` SAC steps run on r_hat (no intrinsic reward), before any env step."""
+    model = _make(PEBBLE, reset_update=7)
+    seen: dict[str, Any] = {"intrinsic": 0, "train": []}
+    original_intrinsic, original_train, original_learn = model._intrinsic_reward, model.train, model._learn_reward
+
+    def intrinsic(samples: Any) -> th.Tensor:
+        seen["intrinsic"] += 1
+        return original_intrinsic(samples)
+
+    def learn_reward(scheme: str) -> None:
+        if not model.reward_learned:
+            seen["critic_before"] = [p.detach().clone() for p in model.critic.parameters()]
+        original_learn(scheme)
+
+    def train(gradient_steps: int, batch_size: int = 64) -> None:
+        call = {"steps": gradient_steps, "t": model.num_timesteps, "learned": model.reward_learned}
+        intrinsic_before = seen["intrinsic"]
+        if gradient_steps == 7:
+            critic, target = list(model.critic.parameters()), list(model.critic_target.parameters())
+            call["synced"] = all(th.equal(a, b) for a, b in zip(critic, target, strict=True))
+            call["reset"] = all(not th.equal(a, b) for a, b in zip(critic, seen["critic_before"], strict=True))
+            call["fresh_optimizer"] = len(model.critic.optimizer.state) == 0
+        original_train(gradient_steps, batch_size)
+        call["intrinsic_calls"] = seen["intrinsic"] - intrinsic_before
+        if gradient_steps == 7:
+            call["adam_steps"] = {int(state["step"]) for state in model.critic.optimizer.state.values()}
+        seen["train"].append(call)
+
+    model._intrinsic_reward = intrinsic  # type: ignore[method-assign]
+    model._learn_reward = learn_reward  # type: ignore[method-assign]
+    model.train = train  # type: ignore[method-assign]
+    model.learn(130)
+    calls = seen["train"]
+    reset = [c for c in calls if c["steps"] == 7]
+    assert len(reset) == 1
+    assert reset[0] == {
+        "steps": 7,
+        "t": 100,
+        "learned": True,
+        "synced": True,
+        "reset": True,
+        "fresh_optimizer": True,
+        "intrinsic_calls": 0,
+        "adam_steps": {7},
+    }
+    before = [c for c in calls if not c["learned"]]
+    after = [c for c in calls if c["learned"] and c["steps"] == 1]
+    assert [c["t"] for c in before] == list(range(51, 100))  # SAC steps start after learning_starts
+    assert [c["t"] for c in after] == list(range(100, 131))
+    assert all(c["intrinsic_calls"] == 1 for c in before)  # one intrinsic relabelling per SAC step of pre-training
+    assert all(c["intrinsic_calls"] == 0 for c in after)
+
+
+def test_sac_trains_on_the_intrinsic_reward_during_pre_training():
+    """In the unsupervised phase the rewards of SAC's batches are the k-NN distances over their running std, not
+    the zeros stored in the buffer."""
+    model = _make(PEBBLE, topk=3)
+    model.learn(70)
+    batches: list[Any] = []
+    sample = model.replay_buffer.sample
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        batches.append(sample(*args, **kwargs))
+        return batches[-1]
+
+    model.replay_buffer.sample = recording  # type: ignore[method-assign]
+    model.train(1, batch_size=8)
+    (batch,) = batches
+    states = th.as_tensor(model.replay_buffer.observations[: model.replay_buffer.pos, 0])
+    fourth = th.cdist(batch.observations, states).sort(dim=1).values[:, 3]  # itself, then 3 neighbours
+    expected = fourth / float(np.sqrt(model.state_entropy_stats.var))
+    assert th.all(expected > 0)
+    th.testing.assert_close(batch.rewards.squeeze(1), expected)
+
+
+def test_learned_reward_is_the_mean_of_the_members_tanh_outputs():
+    model = _make(PEBBLE, reward_ensemble_size=3)
+    rng = np.random.default_rng(0)
+    obs, act = rng.normal(size=(5, 4)).astype(np.float32), rng.uniform(-1, 1, size=(5, 2)).astype(np.float32)
+    inputs = th.as_tensor(np.concatenate([obs, act], axis=1))
+    with th.no_grad():
+        members = [member(inputs).squeeze(1).numpy() for member in model.reward_model.members]
+    assert np.ptp(np.stack(members), axis=0).min() > 1e-4  # the members differ
+    np.testing.assert_allclose(model.learned_reward(obs, act), np.mean(members, axis=0), rtol=1e-6, atol=1e-7)
+
+
+def test_teacher_thresholds_are_rescaled_before_every_round():
+    """theta_equal = eps_equal * (mean return of the last 10 episodes * H / episode length), at each round's labelling."""
+    model = _make(PEBBLE, num_interact=60, teacher="equal")
+    seen: list[tuple[float, float]] = []
+    label = model.teacher.label
+
+    def recording(rewards0: np.ndarray, rewards1: np.ndarray) -> Any:
+        returns = [ep.rewards.sum() * 10 / len(ep.rewards) for ep in list(model.episode_store.episodes)[-10:]]
+        seen.append((model.teacher.threshold_equal, 0.1 * float(np.mean(returns))))
+        return label(rewards0, rewards1)
+
+    model.teacher.label = recording  # type: ignore[method-assign]
+    model.learn(300)
+    assert len(seen) == 4 and len({threshold for threshold, _ in seen}) == 4
+    for threshold, expected in seen:
+        assert threshold == pytest.approx(expected, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- PARL's queries and upper objective
+
+
+def test_parl_upper_objective_value_and_score_function_gradient_on_fixed_pairs():
+    """The surrogate is mean U + mean_i (U_i - mean U) S_i with S_i = sum_t log pi(a0_t|s0_t) + log pi(a1_t|s1_t) and
+    U_i the members' mean y log sigma(R1 - R0) + (1 - y) log sigma(R0 - R1): its nu-gradient is grad_nu mean U, its
+    theta-gradient mean_i (U_i - mean U) grad_theta S_i (the batch-mean baseline). Computed here pair by pair."""
+    model = _make(PARL, reward_ensemble_size=2)
+    rng = np.random.default_rng(1)
+    n, horizon = 4, 3
+    segs = [
+        Segments(
+            rng.normal(size=(n, horizon, 4)).astype(np.float32),
+            rng.uniform(-0.8, 0.8, size=(n, horizon, 2)).astype(np.float32),
+            np.zeros((n, horizon)),
+        )
+        for _ in range(2)
+    ]
+    targets = np.array([1.0, 0.0, 0.5, 1.0], np.float32)
+    theta, nu = list(model.actor.parameters()), list(model.reward_model.parameters())
+    upper = model.upper_objective(segs[0], segs[1], targets)
+    got_theta = th.cat([g.flatten() for g in th.autograd.grad(upper, theta, retain_graph=True)])
+    got_nu = th.cat([g.flatten() for g in th.autograd.grad(upper, nu)])
+
+    def member_return(member: th.nn.Module, seg: Segments, i: int) -> th.Tensor:
+        return member(th.as_tensor(np.concatenate([seg.observations[i], seg.actions[i]], axis=1))).sum()
+
+    def log_density(seg: Segments, i: int) -> th.Tensor:
+        """sum_t log of the tanh-squashed Gaussian at the stored actions."""
+        mean, log_std, _ = model.actor.get_action_dist_params(th.as_tensor(seg.observations[i]))
+        action = th.as_tensor(seg.actions[i])
+        pre_tanh = 0.5 * th.log((1 + action) / (1 - action))
+        gaussian = -0.5 * ((pre_tanh - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+        return (gaussian - th.log(1 - action**2 + 1e-6)).sum()
+
+    utilities = []
+    for i in range(n):
+        y = float(targets[i])
+        per_member = []
+        for member in model.reward_model.members:
+            logit = member_return(member, segs[1], i) - member_return(member, segs[0], i)
+            per_member.append(y * th.log(th.sigmoid(logit)) + (1 - y) * th.log(th.sigmoid(-logit)))
+        utilities.append(sum(per_member) / len(per_member))
+    mean_utility = sum(utilities) / n
+    expected_nu = th.cat([g.flatten() for g in th.autograd.grad(mean_utility, nu)])
+    weights = [float((u - mean_utility).detach()) for u in utilities]
+    assert min(abs(w) for w in weights) > 1e-3
+    expected_theta = th.zeros_like(got_theta)
+    value = float(mean_utility.detach())
+    for i in range(n):
+        score = log_density(segs[0], i) + log_density(segs[1], i)
+        value += weights[i] * float(score.detach()) / n
+        expected_theta += weights[i] / n * th.cat([g.flatten() for g in th.autograd.grad(score, theta)])
+    assert float(upper.detach()) == pytest.approx(value, rel=1e-5)
+    th.testing.assert_close(got_nu, expected_nu, rtol=1e-5, atol=1e-7)
+    th.testing.assert_close(got_theta, expected_theta, rtol=1e-4, atol=1e-6)
+
+
+def _episodes(store: Any, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        store.add(rng.normal(size=(12, 4)), rng.uniform(-1, 1, size=(12, 2)), rng.normal(size=12))
+
+
+def test_parl_queries_only_episodes_finished_since_the_previous_round():
+    model = _make(PARL)
+    _episodes(model.episode_store, 3, seed=0)
+    assert model._query_episodes() == list(model.episode_store.episodes)
+    model._ask_teacher = lambda scheme: (None, None, np.zeros(0))  # type: ignore[method-assign,assignment,return-value]
+    model._learn_reward("uniform")  # no labelled pair: the round ends before fitting
+    assert model.episodes_at_last_query == 3
+    assert model._query_episodes() == [model.episode_store.episodes[-1]]  # nothing new: the latest episode
+    _episodes(model.episode_store, 2, seed=1)
+    new = model._query_episodes()
+    assert len(new) == 2 and all(ep is stored for ep, stored in zip(new, list(model.episode_store.episodes)[-2:], strict=True))
+
+
+def test_parl_hypergradient_is_taken_from_the_second_round_on():
+    """The first round fits the reward only (the policy was trained on the intrinsic reward, not on r_nu)."""
+    model = _make(PARL, num_interact=60)
+    rounds: list[int] = []
+    terms = model.hypergradient_terms
+
+    def recording(*args: Any) -> Any:
+        rounds.append(model.num_timesteps)
+        return terms(*args)
+
+    model.hypergradient_terms = recording  # type: ignore[method-assign]
+    model.learn(300)
+    assert model.total_feedback == 40 and rounds == [160, 220, 280]
