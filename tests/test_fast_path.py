@@ -183,3 +183,13 @@ def test_every_relu_of_the_off_policy_familys_policies_computes_in_place(make):
     relus = [module for module in model.policy.modules() if isinstance(module, th.nn.ReLU)]
     # every network of the update is on the fast path: the actor, critics, targets, value networks, A2PR's VAE
     assert len(relus) >= 8 and all(relu.inplace for relu in relus)
+
+
+def test_fast_sac_bootstraps_with_the_n_step_buffers_discounts_as_sb3_sac():
+    """With SB3's n-step replay buffer the target discounts each transition by its own gamma^k."""
+    sac, fast = _sac_pair(optimizer_kwargs={}, n_steps=3)
+    np.random.seed(0)
+    discounts = sac.replay_buffer.sample(256).discounts
+    assert discounts is not None and (discounts < sac.gamma - 1e-6).any()
+    _train_both(sac, fast, calls=2, gradient_steps=2)
+    _assert_same_parameters(sac, fast, atol=0.0)

@@ -332,3 +332,14 @@ def test_actor_updates_get_clipped_actions_and_the_three_case_weights_of_the_tar
         th.testing.assert_close(seen_obs, obs[part])
         assert th.equal(seen_actions, actions[part])
         th.testing.assert_close(seen_weights, expected[part], rtol=1e-5, atol=1e-6)
+
+
+def test_bc_safe_normalises_observations_with_the_statistics_of_the_kept_episodes(dataset):
+    """BC-Safe's observation mean and std are those of the episodes it clones, not of the whole dataset."""
+    model = BCSafe("MlpPolicy", None, dataset=dataset, cost_limit=TOY_COST_LIMIT, policy_kwargs=dict(net_arch=[8]), seed=0)
+    kept_mean, kept_std = model.replay_buffer.dataset.observation_statistics(model.obs_norm_eps)
+    all_mean, _ = dataset.observation_statistics(model.obs_norm_eps)
+    assert len(model.replay_buffer.dataset.observations) < len(dataset.observations)
+    assert np.abs(kept_mean - all_mean).max() > 0.05
+    np.testing.assert_array_equal(model.obs_mean, kept_mean)
+    np.testing.assert_array_equal(model.obs_std, kept_std)

@@ -202,3 +202,58 @@ def test_offline_rl_beats_bc_on_mixed_quality_data(algo, dataset, bc_score):
     score = algo("MlpPolicy", env, dataset=dataset, **kwargs).learn(1500).evaluate(env, n_episodes=20, seed=123)
     assert score["normalized_score"] > bc_score + 30, (bc_score, score["normalized_score"])
     assert score["normalized_score"] > 40
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_learn_draws_minibatches_of_the_models_batch_size(algo, dataset):
+    model = algo("MlpPolicy", None, dataset=dataset, seed=0, **{**SMALL, "batch_size": 48})
+    sizes = []
+    sample = model.replay_buffer.sample
+
+    def recording_sample(batch_size, *args, **kwargs):
+        sizes.append(batch_size)
+        return sample(batch_size, *args, **kwargs)
+
+    model.replay_buffer.sample = recording_sample
+    model.learn(3)
+    assert sizes == [48, 48, 48]
+
+
+def test_iql_reward_scale_and_shift_apply_only_without_reward_normalisation(dataset):
+    """With normalize_reward the rewards are only scaled by T / (max - min return); without it they are
+    reward_scale * r + reward_shift (antmaze's -1 shift)."""
+    returns = dataset.episode_returns
+    normalised = IQL("MlpPolicy", None, dataset=dataset, reward_scale=2.0, reward_shift=-1.0, **SMALL).replay_buffer
+    assert normalised.reward_scale == pytest.approx(50 / (returns.max() - returns.min())) and normalised.reward_shift == 0.0
+    raw = IQL(
+        "MlpPolicy", None, dataset=dataset, normalize_reward=False, reward_scale=2.0, reward_shift=-1.0, **SMALL
+    ).replay_buffer
+    assert raw.reward_scale == 2.0 and raw.reward_shift == -1.0
+
+
+def test_stats_kept_when_a_loaded_model_continues_on_another_dataset(dataset, tmp_path):
+    """A loaded model keeps the observation normalisation its networks were trained with: continuing on another
+    dataset neither recomputes obs_mean / obs_std nor changes the normalisation of the training batches."""
+    model = TD3BC("MlpPolicy", None, dataset=dataset, seed=0, **SMALL).learn(5)
+    model.save(tmp_path / "model.zip")
+    other = reach_episodes("toy/reach-v0", 10, lambda _, rng: True, 1, "test/expert-reach-v0")
+    assert not np.allclose(other.observation_statistics()[0], model.obs_mean, atol=1e-2)
+    loaded = TD3BC.load(tmp_path / "model.zip", device="cpu", dataset=other)
+    np.testing.assert_array_equal(loaded.obs_mean, model.obs_mean)
+    np.testing.assert_array_equal(loaded.obs_std, model.obs_std)
+    batch = loaded.replay_buffer._get_samples(th.arange(4))
+    expected = (other.observations[:4] - model.obs_mean) / model.obs_std
+    np.testing.assert_allclose(batch.observations.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_remaining_stays_at_zero_past_the_schedule_horizon(dataset):
+    """Past schedule_horizon gradient steps the progress remaining stays 0: a linear learning rate does not turn
+    negative and IQL's cosine actor learning rate stays 0 instead of rising again."""
+    model = IQL(
+        "MlpPolicy", None, dataset=dataset, schedule_horizon=10, learning_rate=lambda progress: 1e-3 * progress, seed=0,
+        **SMALL,
+    )  # fmt: skip
+    model.learn(15)
+    assert model._current_progress_remaining == 0.0
+    assert model.critic.optimizer.param_groups[0]["lr"] == 0.0 and model.value.optimizer.param_groups[0]["lr"] == 0.0
+    assert model.actor.optimizer.param_groups[0]["lr"] == 0.0

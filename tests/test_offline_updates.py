@@ -16,6 +16,7 @@ import copy
 import math
 from typing import NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -379,7 +380,7 @@ def test_td3bc_lag_step_cost_critic_lagrangian_actor_and_dual_ascent(dataset, co
     mu <- max(0, mu + lr_mu (mean max_i Q_c,i(s, pi(s)) - q_limit)), q_limit = kappa (1 - gamma^T) / (T (1 - gamma)).
 
     Fails with the dual step's sign flipped, no projection to mu >= 0, the cost term's sign flipped, an optimistic
-    (min) cost target or a cost target without the costs.
+    (min) cost target, a cost target without the costs or the actor's cost term from Q_c,1 alone.
     """
     gamma, tau, alpha, mu, mu_lr = 0.9, 0.1, 2.5, 0.5, 5.0
     model = TD3BCLag(
@@ -388,6 +389,11 @@ def test_td3bc_lag_step_cost_critic_lagrangian_actor_and_dual_ascent(dataset, co
     )  # fmt: skip
     _prepare(model, model.actor, model.critic, model.cost_critic)
     perturb(model.actor_target, model.critic_target, model.cost_critic_target)
+    everything = model.replay_buffer._get_samples(th.arange(len(dataset)))
+    with th.no_grad():
+        # Q_c,2(s, pi(s)) above Q_c,1 on about half of the states, so that the actor's max over the cost critics shows
+        qc1, qc2 = model.cost_critic(everything.observations, model.actor(everything.observations))
+        model.cost_critic.q_networks[1][-1].bias.sub_((qc2 - qc1).median())
     actor, actor_target, critic, critic_target, cost_critic, cost_critic_target = (
         copy.deepcopy(m)
         for m in (
@@ -418,6 +424,8 @@ def test_td3bc_lag_step_cost_critic_lagrangian_actor_and_dual_ascent(dataset, co
     for target, source in ((critic_target, critic), (cost_critic_target, cost_critic), (actor_target, actor)):
         soft_update(target, source, tau)
 
+    qc1, qc2 = cost_critic(batch.obs, pi)
+    assert (qc1 > qc2).any() and (qc1 < qc2).any()
     assert model.multiplier == pytest.approx(expected_mu, rel=1e-4, abs=1e-6)
     unprojected = mu + mu_lr * (qc_pi.mean().item() - q_limit)
     assert (unprojected > 0 and abs(unprojected - mu) > 1e-3) if cost_limit < 1 else unprojected < 0
@@ -519,3 +527,127 @@ def test_fisor_step_weighted_denoising_iql_critics_and_hj_feasibility(dataset):
     assert (h > 0).any() and (h < 0).any() and (mask == 0).any() and (next_v_h > h).any() and (next_v_h < h).any()
     for name in names:
         assert_same(getattr(model, name), nets[name], name)
+
+
+# --------------------------------------------------------------------------- policy delay, noise clip, weight cap, horizon
+
+
+def _changed(model, before: dict[str, nn.Module], name: str) -> bool:
+    return any(not th.equal(a, b) for a, b in zip(getattr(model, name).parameters(), before[name].parameters(), strict=True))
+
+
+@pytest.mark.parametrize("algo", [TD3BC, TD3BCLag])
+def test_actor_targets_and_multiplier_wait_for_the_policy_delay(algo, dataset):
+    """With policy_delay=2 the first step moves the critics only: the actor, every target network and TD3BC-Lag's
+    multiplier keep their values; the second step moves all of them."""
+    kwargs = dict(cost_limit=0.0, lagrangian_lr=5.0, initial_multiplier=0.5) if algo is TD3BCLag else {}
+    model = algo(
+        "MlpPolicy", None, dataset=dataset, learning_rate=LR, tau=0.1, policy_delay=2, policy_kwargs=NET, seed=0,
+        device="cpu", **kwargs,
+    )  # fmt: skip
+    critics = ("critic", "cost_critic") if algo is TD3BCLag else ("critic",)
+    targets = tuple(f"{name}_target" for name in ("actor", *critics))
+    _prepare(model, model.actor, *(getattr(model, name) for name in critics))
+    perturb(*(getattr(model, name) for name in targets))
+    before = {name: copy.deepcopy(getattr(model, name)) for name in ("actor", *critics, *targets)}
+    multiplier = getattr(model, "multiplier", None)
+    th.manual_seed(7)
+    model.train(1, BATCH)
+    assert all(_changed(model, before, name) for name in critics)
+    assert not any(_changed(model, before, name) for name in ("actor", *targets))
+    assert getattr(model, "multiplier", None) == multiplier
+    model.train(1, BATCH)
+    assert all(_changed(model, before, name) for name in before)
+    if algo is TD3BCLag:
+        assert model.multiplier != multiplier
+
+
+def test_td3bc_target_policy_noise_is_clipped_before_it_is_added(dataset):
+    """The target action is clip(pi'(s') + clip(eps, -c, c), -1, 1) with eps ~ N(0, sigma^2): with sigma = 1 and
+    c = 0.05 most draws are clipped, and the critic's step must use the clipped noise (the actor waits: policy_delay 10)."""
+    gamma, sigma, clip = 0.9, 1.0, 0.05
+    model = TD3BC(
+        "MlpPolicy", None, dataset=dataset, learning_rate=LR, gamma=gamma, policy_delay=10, target_policy_noise=sigma,
+        target_noise_clip=clip, policy_kwargs=NET, seed=0, device="cpu",
+    )  # fmt: skip
+    _prepare(model, model.actor, model.critic)
+    perturb(model.actor_target, model.critic_target)
+    actor_target, critic, critic_target = (copy.deepcopy(m) for m in (model.actor_target, model.critic, model.critic_target))
+    th.manual_seed(8)
+    model.train(1, BATCH)
+
+    batch = hand_batch(dataset, 8)
+    with th.no_grad():
+        noise = th.empty(BATCH, 2).normal_(0, sigma)
+        next_actions = (actor_target(batch.next_obs) + noise.clamp(-clip, clip)).clamp(-1, 1)
+        y = batch.rewards + gamma * (1 - batch.dones) * min_q(critic_target, batch.next_obs, next_actions)
+    sgd_step(critic, sum(mse(q, y) for q in critic(batch.obs, batch.actions)), LR)
+
+    # the check can fail: most draws are clipped and most target actions are inside the bounds
+    assert (noise.abs() > clip).float().mean() > 0.5 and (next_actions.abs() < 1).float().mean() > 0.5
+    assert_same(model.critic, critic, "critic")
+
+
+def test_iql_advantage_weights_are_capped_at_exp_adv_max(dataset):
+    """IQL's actor weights are min(exp(beta A), exp_adv_max): with a cap of 1.5 some weights are capped and others
+    are not, and the actor's step must use the capped weights."""
+    gamma, tau, expectile, beta, cap = 0.9, 0.1, 0.7, 3.0, 1.5
+    model = IQL(
+        "MlpPolicy", None, dataset=dataset, learning_rate=LR, gamma=gamma, tau=tau, expectile=expectile, beta=beta,
+        exp_adv_max=cap, policy_kwargs=NET, seed=0, device="cpu",
+    )  # fmt: skip
+    _prepare(model, model.actor, model.critic, model.value)
+    perturb(model.critic_target)
+    value, critic, critic_target, actor = (
+        copy.deepcopy(m) for m in (model.value, model.critic, model.critic_target, model.actor)
+    )
+    th.manual_seed(3)
+    model.train(1, BATCH)
+
+    batch = hand_batch(dataset, 3, reward_scale=episode_reward_scale(dataset))
+    advantage = iql_value_and_critic_reference(value, critic, critic_target, batch, expectile, gamma, tau)
+    uncapped = th.exp(beta * advantage).flatten()
+    sgd_step(actor, -(uncapped.clamp(max=cap) * actor.log_prob(batch.obs, batch.actions)).mean(), LR)
+
+    assert (uncapped > cap).float().mean() > 0.1 and (uncapped < cap).float().mean() > 0.1
+    assert_same(model.actor, actor, "actor")
+
+
+class _SyntheticSpacesEnv(gym.Env):
+    """An env with the synthetic dataset's spaces and a time limit of 40 steps as an attribute (as rlkit's toy tasks)."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = spaces.Box(-ACTION_HIGH, ACTION_HIGH, (2,), np.float32)
+    max_episode_steps = 40
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+def _time_limited_env() -> gym.Env:
+    """The same spaces through gymnasium's registry, with ``max_episode_steps=40`` in the spec."""
+    env_id = "rlkit-tests/synthetic-spaces-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_SyntheticSpacesEnv, max_episode_steps=40)
+    return gym.make(env_id)
+
+
+@pytest.mark.parametrize(
+    ("make_env", "horizon"),
+    [(lambda: None, EPISODE_LENGTH), (_SyntheticSpacesEnv, 40), (_time_limited_env, 40)],
+    ids=["no-env-longest-episode", "env-attribute", "time-limit-spec"],
+)
+def test_per_episode_scales_use_the_envs_time_limit_else_the_longest_episode(dataset, make_env, horizon):
+    """IQL's reward scale T / (max - min return) and TD3BC-Lag's per-state budget
+    q_limit = kappa (1 - gamma^T) / (T (1 - gamma)) take T from the env's time limit (40) when there is an env,
+    else from the dataset's longest episode (10)."""
+    returns = dataset.rewards.astype(np.float64).reshape(N_EPISODES, EPISODE_LENGTH).sum(axis=1)
+    iql = IQL("MlpPolicy", make_env(), dataset=dataset, policy_kwargs=NET, seed=0, device="cpu")
+    assert iql.replay_buffer.reward_scale == pytest.approx(horizon / (returns.max() - returns.min()), rel=1e-5)
+    kappa, gamma = 5.0, 0.9
+    lag = TD3BCLag("MlpPolicy", make_env(), dataset=dataset, cost_limit=kappa, gamma=gamma, policy_kwargs=NET, device="cpu")
+    assert lag.q_limit == pytest.approx(kappa * (1 - gamma**horizon) / (horizon * (1 - gamma)), rel=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch as th
 
 from rlkit import PMOEPPO, PMOESAC
-from rlkit.common.utils import FlatParameters, fused_adam_kwargs
+from rlkit.common.utils import FlatParameters, fused_adam_kwargs, fused_like
 from rlkit.envs.toy import PointReachEnv
 
 
@@ -123,3 +123,30 @@ def test_pmoe_ppo_policy_flattens_again_after_a_cast_and_keeps_the_optimizer_sta
     assert adafactor.policy.flat_parameters is None
     assert len(adafactor.policy.optimizer.param_groups[0]["params"]) > 1
     adafactor.learn(64)
+
+
+@pytest.mark.parametrize(("loss_scale", "max_norm"), [(1e-5, 2e-6), (1.0, 1e3)], ids=["clipped", "not-clipped"])
+def test_flat_clipping_leaves_the_gradients_that_torch_clip_grad_norm_leaves(loss_scale, max_norm):
+    """max_norm / (norm + 1e-6), capped at 1, scales the gradient; the tiny norm (about 1e-5) makes the place of the
+    1e-6 show."""
+    reference, net = _twin_nets()
+    flat = FlatParameters(net.parameters())
+    x = th.randn(64, 5)
+    (loss_scale * reference(x).pow(2).mean()).backward()
+    flat.zero_grad()
+    (loss_scale * net(x).pow(2).mean()).backward()
+    reference_norm = th.nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
+    th.testing.assert_close(flat.clip_grad_norm_(max_norm), reference_norm, rtol=1e-6, atol=0)
+    assert (reference_norm > max_norm) == (max_norm < 1)
+    for a, b in zip(reference.parameters(), net.parameters(), strict=True):
+        th.testing.assert_close(b.grad, a.grad, rtol=2e-6, atol=0)
+
+
+def test_fused_like_keeps_the_parameters_and_settings_of_the_temperature_optimizer():
+    log_ent_coef = th.nn.Parameter(th.zeros(1))
+    plain = th.optim.Adam([log_ent_coef], lr=0.01)  # as SB3 builds SAC's temperature optimizer
+    fused = fused_like(plain, {"fused": True})
+    assert fused.defaults["fused"] and fused.param_groups[0]["params"] == [log_ent_coef]
+    for key in ("lr", "betas", "eps", "weight_decay", "amsgrad"):
+        assert fused.defaults[key] == plain.defaults[key], key
+    assert fused_like(plain, None) is plain and fused_like(plain, {"eps": 1e-5}) is plain
