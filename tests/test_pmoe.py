@@ -11,11 +11,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from rlkit.common.evaluation import evaluate
@@ -539,3 +541,125 @@ def test_ppo_policy_loss_is_the_clipped_surrogate_of_the_mixture_ratio_with_norm
     th.testing.assert_close(losses["policy"].detach(), expected, atol=1e-5, rtol=1e-4)
     assert ((ratio - 1).abs() > 0.2).float().mean() > 0.2  # the clip is active
     assert (batch.advantages - advantages).abs().max() > 0.1  # normalising changes the advantages
+
+
+def test_train_step_regresses_the_critics_on_terminal_aware_targets_and_fits_the_mixing_layer_to_the_best_expert():
+    """One ``train`` step with plain SGD in place of both optimizers, against a reference written out here.
+
+    Critics: y = r + (1 - d) gamma (min_i Q'_i(s', a'_j) - alpha log pi_j(a'_j|s')) with j ~ alpha(s'), and the
+    step is lr * grad of 0.5 * sum_i MSE(Q_i(s, a), y); half of the batch is terminal. Mixing layer: it gets the
+    gradient of the routing loss MSE(alpha(s), onehot(k*)) only, with k* scored by the critic after its step.
+    """
+    learning_rate, n = 0.05, 64
+    model = _make(PMOESAC, dict(learning_rate=learning_rate, gamma=0.9, policy_kwargs=dict(net_arch=[16, 16])), n_experts=2)
+    model.critic.optimizer = th.optim.SGD(model.critic.parameters(), lr=learning_rate)
+    model.actor.optimizer = th.optim.SGD(model.actor.parameters(), lr=learning_rate)
+    model.set_logger(configure(None, []))
+    gen = th.Generator().manual_seed(21)
+    with th.no_grad():  # the target critic away from the online one, so that using one for the other shows
+        for param in model.critic_target.parameters():
+            param.add_(0.3 * th.randn(param.shape, generator=gen))
+    batch = ReplayBufferSamples(
+        th.randn(n, 4, generator=gen),
+        th.rand(n, 2, generator=gen) * 2 - 1,
+        th.randn(n, 4, generator=gen),
+        (th.arange(n) % 2).reshape(n, 1).float(),
+        th.randn(n, 1, generator=gen),
+    )
+    model.replay_buffer.sample = lambda *args, **kwargs: batch  # type: ignore[method-assign]
+    actor, critic, critic_target = (copy.deepcopy(m) for m in (model.actor, model.critic, model.critic_target))
+    ent_coef = model.log_ent_coef.exp().item()
+
+    th.manual_seed(12)
+    model.train(gradient_steps=1, batch_size=n)
+
+    th.manual_seed(12)
+    actor.expert_actions_log_prob(batch.observations)  # the experts' samples, drawn first
+    with th.no_grad():
+        next_actions, next_log_prob = actor.action_log_prob(batch.next_observations)
+        next_q = th.minimum(*critic_target(batch.next_observations, next_actions)) - ent_coef * next_log_prob.reshape(-1, 1)
+
+    def critic_step(dones: th.Tensor) -> th.Tensor:
+        target = batch.rewards + (1 - dones) * 0.9 * next_q
+        loss = 0.5 * sum(((q - target) ** 2).mean() for q in critic(batch.observations, batch.actions))
+        grads = th.autograd.grad(loss, list(critic.parameters()))
+        return th.cat([(p - learning_rate * g).flatten() for p, g in zip(critic.parameters(), grads, strict=True)])
+
+    th.testing.assert_close(_flat_params(model.critic), critic_step(batch.dones), atol=1e-6, rtol=1e-5)
+    # the check can fail: bootstrapping through the terminal transitions gives another step
+    assert (critic_step(th.zeros(n, 1)) - _flat_params(model.critic)).abs().max() > 1e-3
+
+    th.manual_seed(12)
+    expert_actions, _, weights = actor.expert_actions_log_prob(batch.observations)
+    with th.no_grad():
+        q_values = [th.minimum(*model.critic(batch.observations, expert_actions[:, k])).flatten() for k in range(2)]
+        best = th.stack(q_values, dim=1).argmax(dim=1)
+    routing_loss = ((weights - th.nn.functional.one_hot(best, 2).float()) ** 2).mean()
+    grads = th.autograd.grad(routing_loss, list(actor.mixing.parameters()))
+    expected = th.cat([(p - learning_rate * g).flatten() for p, g in zip(actor.mixing.parameters(), grads, strict=True)])
+    th.testing.assert_close(_flat_params(model.actor.mixing), expected, atol=1e-6, rtol=1e-5)
+    assert (expected - _flat_params(actor.mixing)).abs().max() > 1e-4  # the routing step moved the layer
+    assert 0 < best.sum().item() < n
+
+
+def test_expert_log_stds_are_clamped_to_sacs_range():
+    model = _make(PMOESAC, SMALL_SAC, n_experts=2)
+    obs = th.randn(8, 4, generator=th.Generator().manual_seed(3))
+    with th.no_grad():
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.copy_(th.tensor([5.0, -30.0, 0.5, -1.0]))  # expert 0: (5, -30), expert 1: (0.5, -1)
+        _, log_std, _ = model.actor.mixture_params(obs)
+    expected = th.tensor([[LOG_STD_MAX, LOG_STD_MIN], [0.5, -1.0]]).expand(8, 2, 2)
+    th.testing.assert_close(log_std, expected)
+
+
+def test_ppo_train_step_descends_the_sum_of_its_five_losses_with_the_global_norm_clipped():
+    """One PMOE-PPO minibatch step with plain SGD, against a reference written out here with torch.distributions:
+    loss = L_clip + c_ent mean(log pi) + c_vf MSE(R, V) + MSE(alpha, onehot(k*)) + MSE(Q(s, a), R), with k* the
+    argmax of Q over one noisy sample per expert (obs repeated expert by expert), and the gradient clipped to a
+    global norm of half its own.
+    """
+    learning_rate, n, n_experts = 0.1, 64, 3
+    variant = {
+        **SMALL_PPO,
+        "n_steps": n,
+        "batch_size": n,
+        "learning_rate": learning_rate,
+        "ent_coef": 0.5,
+        "vf_coef": 0.7,
+        "policy_kwargs": dict(net_arch=[16, 16], q_net_arch=[16], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
+    }
+    model = _make(PMOEPPO, variant, n_experts=n_experts)
+    model.learn(n)  # collects a rollout and takes one step
+    batch = next(model.rollout_buffer.get(n))
+    model.rollout_buffer.get = lambda *args, **kwargs: iter([batch])  # type: ignore[method-assign]
+    policy = model.policy  # the reference reads the parameters before the step, without touching their gradients
+    params = list(policy.parameters())
+    obs, actions = batch.observations, batch.actions
+
+    dist = policy.get_distribution(obs)
+    means, log_stds, weights = dist.means, dist.log_stds, dist.weights
+    experts = th.distributions.Independent(th.distributions.Normal(means, log_stds.exp()), 1)
+    mixture = th.distributions.MixtureSameFamily(th.distributions.Categorical(probs=weights), experts)
+    log_prob = mixture.log_prob(actions)
+    ratio = th.exp(log_prob - batch.old_log_prob)
+    advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    policy_loss = -th.minimum(ratio * advantages, th.clamp(ratio, 0.8, 1.2) * advantages).mean()
+    value_loss = ((batch.returns - policy.predict_values(obs).flatten()) ** 2).mean()
+    q_loss = ((policy.q_net(obs, actions)[0].flatten() - batch.returns) ** 2).mean()
+    th.manual_seed(7)
+    with th.no_grad():
+        samples = means + log_stds.exp() * th.randn_like(means)
+        pairs = [policy.q_net(obs, samples[:, k])[0].flatten() for k in range(n_experts)]
+        best = th.stack(pairs, dim=1).argmax(dim=1)
+    routing_loss = ((weights - F.one_hot(best, n_experts).float()) ** 2).mean()
+    loss = policy_loss + 0.5 * log_prob.mean() + 0.7 * value_loss + routing_loss + q_loss
+    grads = th.autograd.grad(loss, params)
+    norm = th.linalg.vector_norm(th.cat([g.flatten() for g in grads]))
+    model.max_grad_norm = 0.5 * norm.item()
+    expected = th.cat([(p - learning_rate * 0.5 * g).detach().flatten() for p, g in zip(params, grads, strict=True)])
+
+    th.manual_seed(7)
+    model.train()
+    th.testing.assert_close(_flat_params(model.policy), expected, atol=1e-6, rtol=1e-5)
+    assert len(set(best.tolist())) > 1  # the routing target is not one expert everywhere
