@@ -522,6 +522,27 @@ def test_iql_bt_relabels_with_the_pool_reward_model(dataset, tmp_path):
     assert backwards.preference_accuracy(held_out, dataset) < 0.2
 
 
+def test_iql_bt_fits_its_reward_model_on_normalised_windows(dataset, monkeypatch):
+    """The reward model sees the observations as IQL and the relabelling do: normalised with the dataset's statistics."""
+    from rlkit.iql import iql_bt
+
+    samplers = []
+
+    class RecordingSampler(iql_bt.WindowSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    monkeypatch.setattr(iql_bt, "WindowSampler", RecordingSampler)
+    model = IQLBT(
+        "MlpPolicy", None, dataset=dataset, n_labels=20, label_mode="window", segment_length=4, seed=0,
+        reward_net_arch=(8,), reward_epochs=1, policy_kwargs=dict(net_arch=[8]), device="cpu",
+    )  # fmt: skip
+    assert samplers and np.abs(model.obs_mean).max() > 0.1  # statistics that change the observations
+    for sampler in samplers:
+        np.testing.assert_allclose(sampler.observations, model.normalize_observation(dataset.observations), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- benchmark kind
 
 
