@@ -66,6 +66,18 @@ def test_expected_utility_default_grid_and_sparsity_of_a_single_point():
     w = np.linspace(0, 1, 101)
     assert expected_utility(front) == pytest.approx(np.mean(np.maximum(3 * w, 3 * (1 - w))))
     assert sparsity([[1.0, 2.0]]) == 0.0
+    assert np.isnan(expected_utility(np.zeros((0, 2))))
+
+
+def test_sparsity_sorts_each_objective_before_taking_the_gaps():
+    # in the given order the first objective's gaps are 3 and -2; sorted (0, 1, 3) they are 1 and 2
+    points = [[0.0, 3.0], [3.0, 0.0], [1.0, 1.0]]
+    assert sparsity(points) == pytest.approx((1 + 4 + 1 + 4) / 2)
+
+
+def test_hypervolume_rejects_a_reference_point_of_another_dimension():
+    with pytest.raises(ValueError, match="2 objectives but ref_point has 3"):
+        hypervolume([[1.0, 2.0]], [0.0, 0.0, 0.0])
 
 
 def test_pareto_mask_drops_dominated_points_and_duplicates():

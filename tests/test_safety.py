@@ -9,7 +9,9 @@ from rlkit.data.minari import OfflineDataset
 from rlkit.data.safe import safe_episodes
 from rlkit.data.scores import dsrl_normalized_cost, dsrl_normalized_reward
 from rlkit.envs import make_env
-from rlkit.envs.safety import VELOCITY_TASKS, CostPenalty
+import gymnasium as gym
+
+from rlkit.envs.safety import VELOCITY_TASKS, CostPenalty, VelocityCost, make_velocity_env
 
 
 @pytest.mark.parametrize("name", sorted(VELOCITY_TASKS))
@@ -34,6 +36,23 @@ def test_velocity_cost_fires_on_a_fast_cheetah():
     data.qvel[0] = 5.0  # push the torso forward faster than 3.2096
     _, _, _, _, info = env.step(np.zeros(6))
     assert info["x_velocity"] > 3.2096 and info["cost"] == 1.0
+
+
+def _first_step_info(env: gym.Env) -> dict:
+    env.reset(seed=0)
+    return env.step(np.full(env.action_space.shape, 0.5, dtype=np.float32))[4]
+
+
+def test_velocity_cost_is_strict_at_the_threshold_and_planar_for_ant():
+    # the same seeded step, replayed with thresholds placed at the speeds it reaches (MuJoCo is deterministic)
+    info = _first_step_info(gym.make("Ant-v5"))
+    forward, planar = abs(info["x_velocity"]), float(np.hypot(info["x_velocity"], info["y_velocity"]))
+    assert planar > forward
+    between = (forward + planar) / 2
+    assert _first_step_info(VelocityCost(gym.make("Ant-v5"), between, planar=True))["cost"] == 1.0
+    assert _first_step_info(VelocityCost(gym.make("Ant-v5"), planar, planar=True))["cost"] == 0.0  # speed == threshold
+    assert _first_step_info(VelocityCost(gym.make("Ant-v5"), between))["cost"] == float(info["x_velocity"] > between)
+    assert make_velocity_env("AntVelocity-v5").planar and not make_velocity_env("HopperVelocity-v5").planar
 
 
 def test_toy_hazard_straight_path_costs_and_detour_is_safe():
@@ -62,7 +81,7 @@ def test_cost_penalty_subtracts_lambda_times_cost():
 
 
 def test_dsrl_normalised_cost_and_reward():
-    assert dsrl_normalized_cost(20.0, 10.0) == 2.0
+    assert dsrl_normalized_cost(20.0, 10.0) == 2.0 and type(dsrl_normalized_cost(20.0, 10.0)) is float
     assert dsrl_normalized_cost(0.0, 0.0) == 1.0  # eps = 1 for a zero budget
     assert dsrl_normalized_cost(1.0, 0.0) == 2.0
     np.testing.assert_allclose(dsrl_normalized_cost(np.array([0.0, 5.0]), 5.0), [0.0, 1.0])
