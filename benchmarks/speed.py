@@ -18,6 +18,15 @@ The table gives the ratio to the peer: > 1 is faster. With ``--repeats N`` every
 measurement is taken N times in interleaved rounds and the median counts, so
 that a change of machine load between rounds does not bias the ratio.
 
+Every case also counts the matrix-multiply FLOPs of its work (forward and
+backward, :class:`GemmFlopCounter`) in a short unmeasured run after the timed
+one, against the device's matmul peak measured in the same invocation
+(:func:`gemm_peak`): the table gives GFLOP per step, the share of the peak the
+measured throughput reaches, and the *ratio bound*, the ratio to the peer that
+the algorithm would reach if its matrix multiplies ran at the peak and nothing
+else took time. A target ratio above the bound cannot be reached on that
+machine without changing what the update computes.
+
 A new algorithm gets its speed case by an entry in :data:`SPEED_CASES` (its peer
 is the one registered in :mod:`benchmarks.algorithms`); an offline algorithm
 that takes a second dataset names that argument in :data:`EXTRA_DATASETS`.
@@ -50,6 +59,9 @@ import torch as th
 from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from benchmarks import algorithms
 from benchmarks.store import command_line, git_commit, write_atomic
@@ -113,6 +125,49 @@ EXTRA_DATASETS: dict[str, tuple[str, ...]] = {"PEARL": ("source_dataset",)}
 
 #: env steps that an update case may add to its warm-up until the first reward learning
 REWARD_WARMUP_LIMIT = 5000
+
+#: gradient steps (or off-policy env steps) of the unmeasured run that counts FLOPs; an on-policy case counts one
+#: rollout and its update
+FLOP_COUNT_STEPS = 50
+
+
+class GemmFlopCounter(TorchDispatchMode):
+    """Counts the FLOPs of the matrix multiplies (and convolutions) that run inside it, forward and backward.
+
+    Torch's own FLOP formulas (``torch.utils.flop_counter``): 2 * m * n * k for an (m x k) @ (k x n)
+    product; elementwise work is not counted. Unlike ``FlopCounterMode`` it tracks no modules, so that
+    it counts code that calls a network under ``no_grad`` on inputs that require a gradient.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def gemm_peak(device: str, threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of a ``size``-cubed float32 matmul on ``device`` with ``threads`` torch threads (the best of ``repeats``)."""
+    th.set_num_threads(threads)
+    device = "cuda" if device == "auto" and th.cuda.is_available() else ("cpu" if device == "auto" else device)
+    a, b = th.randn(size, size, device=device), th.randn(size, size, device=device)
+    out = th.empty(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        if device.startswith("cuda"):
+            th.cuda.synchronize()
+        start = time.perf_counter()
+        th.mm(a, b, out=out)
+        if device.startswith("cuda"):
+            th.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def case_algorithm(name: str) -> str:
@@ -222,6 +277,7 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
             rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
         if dataset_size > 0:
             predict_rate = _predict_rate(model, kwargs["dataset"].observations[:PREDICT_CALLS])
+    flops_per_step = _flops_per_step(model, train_only=update_only or (dataset_size > 0 and not entry.needs_data))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_cuda_mib = th.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
     return {
@@ -229,10 +285,30 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
         "rate": rate,
         "predict_rate": predict_rate,
         "unit": "grad_steps_per_s" if dataset_size > 0 or update_only else "env_steps_per_s",
+        "gflop_per_step": flops_per_step / 1e9,
         "peak_rss_mib": peak_rss_mib,
         "peak_cuda_mib": peak_cuda_mib,
         "device": str(model.device),
     }
+
+
+def _flops_per_step(model: BaseAlgorithm, train_only: bool) -> float:
+    """Matrix-multiply FLOPs per measured step, counted on :data:`FLOP_COUNT_STEPS` more steps of the same work.
+
+    ``train_only``: per gradient step of ``model.train`` (an update case, the TD3 peer); otherwise per step of
+    ``learn`` (env steps, or an offline algorithm's gradient steps; an on-policy model counts one rollout
+    and its update).
+    """
+    counter = GemmFlopCounter()
+    if train_only:
+        with counter:
+            model.train(gradient_steps=FLOP_COUNT_STEPS, batch_size=model.batch_size)  # type: ignore[attr-defined]
+        return counter.flops / FLOP_COUNT_STEPS
+    n_steps = model.n_steps * model.n_envs if isinstance(model, OnPolicyAlgorithm) else FLOP_COUNT_STEPS
+    start = model.num_timesteps
+    with counter:
+        model.learn(n_steps, reset_num_timesteps=False)
+    return counter.flops / max(model.num_timesteps - start, 1)
 
 
 def _measure_isolated(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int) -> dict[str, Any]:
@@ -251,17 +327,20 @@ def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += [
         "",
-        "| algorithm | peer | throughput | peer throughput | ratio | predict (actions/s) | peak RSS (MiB) "
-        "| peer peak RSS (MiB) | peak CUDA (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| algorithm | peer | throughput | peer throughput | ratio | GFLOP/step | peer GFLOP/step | % of GEMM peak "
+        "| peer % of GEMM peak | ratio bound | predict (actions/s) | peak RSS (MiB) | peer peak RSS (MiB) | peak CUDA (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         unit = r["unit"].replace("_per_s", "/s").replace("_", " ")
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "—"
         predict = f"{r['predict_rate']:.0f}" if r.get("predict_rate") is not None else "—"
+        bound = f"{r['ratio_bound']:.2f}x" if r.get("ratio_bound") is not None else "—"
         lines.append(
             f"| {r['algo']} | {r['peer']} | {r['rate']:.1f} {unit} | {r['peer_rate']:.1f} {unit} | {r['ratio']:.2f}x | "
-            f"{predict} | {r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | {cuda} |"
+            f"{r['gflop_per_step']:.3f} | {r['peer_gflop_per_step']:.3f} | {r['peak_share']:.0%} | "
+            f"{r['peer_peak_share']:.0%} | {bound} | {predict} | {r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | "
+            f"{cuda} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -299,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     # (case, offline?) pairs: an offline algorithm's online peer is measured on the same dataset
     needed = list(dict.fromkeys(p for a in args.algos for p in ((a, offline(a)), (case_peer(a), offline(a)))))
     start = time.perf_counter()
+    peak_gflops = gemm_peak(args.device, args.threads)
     runs: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     # Interleaved rounds: a change of machine load between rounds affects an algorithm and its peer alike
     for round_index in range(args.repeats):
@@ -320,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                 "peer_rate": peer["rate"],
                 "peer_rates": peer["rates"],
                 "ratio": mine["rate"] / peer["rate"],
+                "peer_gflop_per_step": peer["gflop_per_step"],
+                "peak_share": mine["gflop_per_step"] * mine["rate"] / peak_gflops,
+                "peer_peak_share": peer["gflop_per_step"] * peer["rate"] / peak_gflops,
+                # the ratio with every matrix multiply at the peak and nothing else taking time
+                "ratio_bound": peak_gflops / mine["gflop_per_step"] / peer["rate"] if mine["gflop_per_step"] > 0 else None,
                 "peer_peak_rss_mib": peer["peak_rss_mib"],
             }
         )
@@ -333,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         "offline dataset": f"{args.dataset_size} transitions (float32, random values), batch 256",
         "device": ", ".join(sorted({r["device"] for r in rows})),
         "torch threads": args.threads,
+        "GEMM peak": f"{peak_gflops:.1f} GFLOP/s (1024^3 float32 matmul, best of 20, same device and threads)",
+        "FLOPs": f"matrix multiplies only, forward and backward, counted on {FLOP_COUNT_STEPS} more steps after the "
+        "timed ones (an on-policy case: one rollout and its update)",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "wall time": f"{time.perf_counter() - start:.0f} s",
     }

@@ -272,6 +272,27 @@ def test_deterministic_predict_uses_the_most_probable_expert_or_samples_it():
 # --------------------------------------------------------------------------- the PMOE-PPO mixture
 
 
+def test_ppo_forward_without_gradient_gives_the_numbers_of_the_forward_with_gradient():
+    """Collection calls the policy under ``no_grad`` (PMOE-PPO's forward then runs in inference mode):
+    the same actions, values and log-likelihoods, bit for bit, and ``deterministic`` is honoured."""
+    model = _make(PMOEPPO, SMALL_PPO, n_experts=3)
+    policy = model.policy
+    obs = th.as_tensor(np.random.default_rng(5).normal(size=(50, 4)), dtype=th.float32)
+    for deterministic in (False, True):
+        th.manual_seed(11)
+        expected = [t.detach() for t in policy(obs, deterministic=deterministic)]
+        th.manual_seed(11)
+        with th.no_grad():
+            got = policy(obs, deterministic=deterministic)
+        for name, a, b in zip(("actions", "values", "log_prob"), got, expected, strict=True):
+            assert th.equal(a, b), (name, deterministic)
+    with th.no_grad():
+        actions = policy(obs, deterministic=True)[0]
+        distribution = policy.get_distribution(obs)
+    best = distribution.weights.argmax(dim=1)
+    assert th.equal(actions, distribution.means[th.arange(len(obs)), best])
+
+
 def test_mixture_log_prob_is_a_stable_logsumexp():
     distribution = GaussianMixtureDistribution(action_dim=2, n_experts=3)
     generator = th.Generator().manual_seed(5)
@@ -632,6 +653,8 @@ def test_ppo_train_step_descends_the_sum_of_its_five_losses_with_the_global_norm
     model = _make(PMOEPPO, variant, n_experts=n_experts)
     model.learn(n)  # collects a rollout and takes one step
     batch = next(model.rollout_buffer.get(n))
+    # float64 observations (as a MuJoCo env's): the update converts them once, the reference's networks each time
+    batch = batch._replace(observations=batch.observations.double())
     model.rollout_buffer.get = lambda *args, **kwargs: iter([batch])  # type: ignore[method-assign]
     policy = model.policy  # the reference reads the parameters before the step, without touching their gradients
     params = list(policy.parameters())

@@ -30,6 +30,11 @@ def test_offline_ratio_with_repeats(tmp_path):
     assert row["algo"] == "BC" and row["peer"] == "TD3 (train step)"
     assert len(row["rates"]) == len(row["peer_rates"]) == 2
     assert row["ratio"] == row["rate"] / row["peer_rate"]
+    # both networks do matrix multiplies; the bound is the ratio with BC's multiplies at the measured peak
+    assert row["gflop_per_step"] > 0 and row["peer_gflop_per_step"] > row["gflop_per_step"]
+    peak = float(result["header"]["GEMM peak"].split()[0])
+    assert abs(row["ratio_bound"] - peak / row["gflop_per_step"] / row["peer_rate"]) <= 1e-3 * row["ratio_bound"]
+    assert 0 < row["peak_share"] < 1.5
     table = (out / "table.md").read_text()
     assert "repeats: 2" in table
     assert all(f"- {key}: " in table for key in ("command", "commit", "seeds", "device"))  # what every results table names
@@ -50,3 +55,41 @@ def test_update_rate_times_train_alone():
     updates = model._n_updates
     assert speed._update_rate(model, steps=5) > 0
     assert model._n_updates == updates + 55 and model.num_timesteps == 30
+
+
+def test_gemm_flop_counter_counts_a_linear_layer_forward_and_backward_by_hand():
+    import torch as th
+
+    layer = th.nn.Linear(5, 3)
+    inputs = th.randn(7, 5, requires_grad=True)
+    counter = speed.GemmFlopCounter()
+    with counter:
+        layer(inputs).sum().backward()
+    # forward 2*7*5*3; backward: the input gradient and the weight gradient, each as large again
+    assert counter.flops == 3 * 2 * 7 * 5 * 3
+    with th.no_grad(), speed.GemmFlopCounter() as no_grad_counter:
+        layer(inputs)
+        th.tanh(inputs)  # elementwise work is not counted
+    assert no_grad_counter.flops == 2 * 7 * 5 * 3
+
+
+def test_flops_per_step_of_an_update_and_of_an_on_policy_rollout():
+    from stable_baselines3 import PPO, SAC
+
+    hidden = 8
+    kwargs = {"learning_starts": 10, "batch_size": 4, "policy_kwargs": {"net_arch": [hidden]}, "device": "cpu"}
+    model = SAC("MlpPolicy", "Pendulum-v1", **kwargs)
+    model.learn(20)
+    steps = model._n_updates
+    flops = speed._flops_per_step(model, train_only=True)
+    assert model._n_updates == steps + speed.FLOP_COUNT_STEPS
+    # at least the two critics' forward and backward on the batch: 3 * 2 * (4 * (3 + 1) * 8 + 4 * 8 * 1) each
+    assert flops >= 2 * 3 * 2 * (4 * 4 * hidden + 4 * hidden)
+    ppo = PPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, n_epochs=1, policy_kwargs={"net_arch": [hidden]})
+    ppo.learn(16)
+    start = ppo.num_timesteps
+    assert speed._flops_per_step(ppo, train_only=False) > 0 and ppo.num_timesteps == start + 16
+
+
+def test_gemm_peak_is_a_positive_rate():
+    assert speed.gemm_peak("cpu", threads=1, size=64, repeats=2) > 0

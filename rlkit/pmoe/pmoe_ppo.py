@@ -178,6 +178,9 @@ class PMOEPPO(CheckedArguments, EvaluateMixin, PPO):
             statistics ``clip_fraction``, ``approx_kl`` and ``mixing_entropy``
         """
         observations, actions = rollout_data.observations, rollout_data.actions
+        if isinstance(observations, th.Tensor) and observations.dtype == th.float64:
+            # What every network's preprocessing does first, once here instead of once per network call
+            observations = observations.float()
         values, log_prob, distribution = self.policy.evaluate_mixture(observations, actions)
         values = values.flatten()
 
@@ -193,7 +196,7 @@ class PMOEPPO(CheckedArguments, EvaluateMixin, PPO):
         value_loss = F.mse_loss(rollout_data.returns, values)
 
         q_loss = F.mse_loss(self.policy.q_net(observations, actions)[0].flatten(), rollout_data.returns)
-        with th.no_grad():
+        with th.inference_mode():
             best_index = self.policy.expert_q_values(observations, distribution.expert_samples()).argmax(dim=1)
         weights = distribution.weights
         routing_loss = F.mse_loss(weights, F.one_hot(best_index, self.policy.n_experts).to(weights.dtype))
