@@ -19,12 +19,18 @@ measurement is taken N times in interleaved rounds and the median counts, so
 that a change of machine load between rounds does not bias the ratio.
 
 Every case also counts the matrix-multiply FLOPs of its work (forward and
-backward, :class:`GemmFlopCounter`) in a short unmeasured run after the timed
-one, against the device's matmul peak measured in the same invocation
+backward, :class:`GemmFlopCounter`) in an unmeasured run after the timed one, in
+the first round (an update or an offline case: :data:`FLOP_COUNT_STEPS` more
+gradient steps; an online case: as many more env steps as were measured, so that
+periodic work, such as PEBBLE's and PARL's reward learning, counts in the same
+share), against the device's matmul peak measured in the same invocation
 (:func:`gemm_peak`): the table gives GFLOP per step, the share of the peak the
 measured throughput reaches, and the *ratio bound*, the ratio to the peer that
 the algorithm would reach if its matrix multiplies ran at the peak and nothing
-else took time. A target ratio above the bound cannot be reached on that
+else took time. The same run times those matrix multiplies where they run (at
+their own shapes and cache states, where small layers run well below the peak):
+the *matmul-time bound* is the ratio the algorithm would reach if nothing but
+them took time. A target ratio above either bound cannot be reached on that
 machine without changing what the update computes.
 
 A new algorithm gets its speed case by an entry in :data:`SPEED_CASES` (its peer
@@ -59,13 +65,14 @@ import torch as th
 from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from benchmarks import algorithms
 from benchmarks.store import command_line, git_commit, write_atomic
 from benchmarks.worker import resolve_hyperparams, versions
+from rlkit.common.offline import OfflineAlgorithm
 from rlkit.data import OfflineDataset
 from rlkit.envs import make_env
 
@@ -126,29 +133,41 @@ EXTRA_DATASETS: dict[str, tuple[str, ...]] = {"PEARL": ("source_dataset",)}
 #: env steps that an update case may add to its warm-up until the first reward learning
 REWARD_WARMUP_LIMIT = 5000
 
-#: gradient steps (or off-policy env steps) of the unmeasured run that counts FLOPs; an on-policy case counts one
-#: rollout and its update
+#: gradient steps of the unmeasured run that counts the FLOPs of an update or offline case (an online case counts
+#: as many env steps as it measured)
 FLOP_COUNT_STEPS = 50
 
 
 class GemmFlopCounter(TorchDispatchMode):
-    """Counts the FLOPs of the matrix multiplies (and convolutions) that run inside it, forward and backward.
+    """Counts the FLOPs of the matrix multiplies (and convolutions) that run inside it, forward and backward,
+    and the time they take.
 
     Torch's own FLOP formulas (``torch.utils.flop_counter``): 2 * m * n * k for an (m x k) @ (k x n)
     product; elementwise work is not counted. Unlike ``FlopCounterMode`` it tracks no modules, so that
     it counts code that calls a network under ``no_grad`` on inputs that require a gradient.
+    :attr:`seconds` is the wall time of those operations alone, at the shapes and cache states of the
+    code that runs them (on CUDA each is synchronised, so the code around them runs slower, not them).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.flops = 0
+        self.seconds = 0.0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         count = flop_registry.get(func._overloadpacket)
-        if count is not None:
-            self.flops += count(*args, **kwargs, out_val=out)
+        if count is None:
+            return func(*args, **kwargs)
+        cuda = th.cuda.is_available() and th.cuda.is_initialized()
+        if cuda:
+            th.cuda.synchronize()
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        if cuda:
+            th.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.flops += count(*args, **kwargs, out_val=out)
         return out
 
 
@@ -243,12 +262,16 @@ def _predict_rate(model: BaseAlgorithm, observations: np.ndarray) -> float:
     return len(observations) / (time.perf_counter() - start)
 
 
-def measure(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int = 0) -> dict[str, Any]:
+def measure(
+    name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int = 0, count_flops: bool = True
+) -> dict[str, Any]:
     """Throughput and peak memory of one algorithm (run this in a fresh process).
 
     With ``dataset_size`` > 0 the measurement is offline: gradient steps/s on a
     dataset of that many transitions (for ``TD3``, the peer, its ``train`` step on a
-    replay buffer holding the same transitions).
+    replay buffer holding the same transitions). ``count_flops``: count the FLOPs per
+    step and the time of those matrix multiplies afterwards (see :func:`_matmul_work_per_step`;
+    ``gflop_per_step`` and ``matmul_ms_per_step`` are ``None`` otherwise).
     """
     th.set_num_threads(threads)
     entry = algorithms.get(case_algorithm(name))
@@ -277,7 +300,10 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
             rate = (model.num_timesteps - warmup) / (time.perf_counter() - start)
         if dataset_size > 0:
             predict_rate = _predict_rate(model, kwargs["dataset"].observations[:PREDICT_CALLS])
-    flops_per_step = _flops_per_step(model, train_only=update_only or (dataset_size > 0 and not entry.needs_data))
+    flops_per_step = matmul_seconds_per_step = None
+    if count_flops:
+        train_only = update_only or (dataset_size > 0 and not entry.needs_data)
+        flops_per_step, matmul_seconds_per_step = _matmul_work_per_step(model, train_only=train_only, env_steps=steps)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_cuda_mib = th.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
     return {
@@ -285,41 +311,52 @@ def measure(name: str, env_id: str, steps: int, device: str, threads: int, datas
         "rate": rate,
         "predict_rate": predict_rate,
         "unit": "grad_steps_per_s" if dataset_size > 0 or update_only else "env_steps_per_s",
-        "gflop_per_step": flops_per_step / 1e9,
+        "gflop_per_step": None if flops_per_step is None else flops_per_step / 1e9,
+        "matmul_ms_per_step": None if matmul_seconds_per_step is None else matmul_seconds_per_step * 1e3,
         "peak_rss_mib": peak_rss_mib,
         "peak_cuda_mib": peak_cuda_mib,
         "device": str(model.device),
     }
 
 
-def _flops_per_step(model: BaseAlgorithm, train_only: bool) -> float:
-    """Matrix-multiply FLOPs per measured step, counted on :data:`FLOP_COUNT_STEPS` more steps of the same work.
+def _matmul_work_per_step(model: BaseAlgorithm, train_only: bool, env_steps: int) -> tuple[float, float]:
+    """Matrix-multiply FLOPs and seconds per measured step, counted on more steps of the same work.
 
-    ``train_only``: per gradient step of ``model.train`` (an update case, the TD3 peer); otherwise per step of
-    ``learn`` (env steps, or an offline algorithm's gradient steps; an on-policy model counts one rollout
-    and its update).
+    ``train_only``: per gradient step of ``model.train`` (an update case, the TD3 peer), on :data:`FLOP_COUNT_STEPS`
+    more; an offline algorithm: per gradient step of ``learn``, on as many more; an online one: per env step of
+    ``learn``, on ``env_steps`` more (the measured length: a periodic phase, such as reward learning, then weighs as
+    in the timed run; an on-policy model collects whole rollouts).
     """
     counter = GemmFlopCounter()
     if train_only:
         with counter:
             model.train(gradient_steps=FLOP_COUNT_STEPS, batch_size=model.batch_size)  # type: ignore[attr-defined]
-        return counter.flops / FLOP_COUNT_STEPS
-    n_steps = model.n_steps * model.n_envs if isinstance(model, OnPolicyAlgorithm) else FLOP_COUNT_STEPS
+        return counter.flops / FLOP_COUNT_STEPS, counter.seconds / FLOP_COUNT_STEPS
+    n_steps = FLOP_COUNT_STEPS if isinstance(model, OfflineAlgorithm) else env_steps
     start = model.num_timesteps
     with counter:
         model.learn(n_steps, reset_num_timesteps=False)
-    return counter.flops / max(model.num_timesteps - start, 1)
+    done = max(model.num_timesteps - start, 1)
+    return counter.flops / done, counter.seconds / done
 
 
-def _measure_isolated(name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int) -> dict[str, Any]:
+def _measure_isolated(
+    name: str, env_id: str, steps: int, device: str, threads: int, dataset_size: int, count_flops: bool
+) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure, name, env_id, steps, device, threads, dataset_size).result()
+        return pool.submit(measure, name, env_id, steps, device, threads, dataset_size, count_flops).result()
 
 
 def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median throughput (the upper median of an even count), with every measured rate."""
+    """The run of median throughput (the upper median of an even count), with every measured rate and the FLOPs and
+    matrix-multiply time per step of the first round (the only one that counts them)."""
     ordered = sorted(results, key=lambda result: result["rate"])
-    return {**ordered[len(ordered) // 2], "rates": [result["rate"] for result in results]}
+    return {
+        **ordered[len(ordered) // 2],
+        "rates": [result["rate"] for result in results],
+        "gflop_per_step": results[0]["gflop_per_step"],
+        "matmul_ms_per_step": results[0]["matmul_ms_per_step"],
+    }
 
 
 def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
@@ -328,18 +365,21 @@ def _table(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines += [
         "",
         "| algorithm | peer | throughput | peer throughput | ratio | GFLOP/step | peer GFLOP/step | % of GEMM peak "
-        "| peer % of GEMM peak | ratio bound | predict (actions/s) | peak RSS (MiB) | peer peak RSS (MiB) | peak CUDA (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peer % of GEMM peak | ratio bound | matmul ms/step | peer matmul ms/step | matmul-time bound "
+        "| predict (actions/s) | peak RSS (MiB) | peer peak RSS (MiB) | peak CUDA (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         unit = r["unit"].replace("_per_s", "/s").replace("_", " ")
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "—"
         predict = f"{r['predict_rate']:.0f}" if r.get("predict_rate") is not None else "—"
         bound = f"{r['ratio_bound']:.2f}x" if r.get("ratio_bound") is not None else "—"
+        time_bound = f"{r['matmul_time_bound']:.2f}x" if r.get("matmul_time_bound") is not None else "—"
         lines.append(
             f"| {r['algo']} | {r['peer']} | {r['rate']:.1f} {unit} | {r['peer_rate']:.1f} {unit} | {r['ratio']:.2f}x | "
             f"{r['gflop_per_step']:.3f} | {r['peer_gflop_per_step']:.3f} | {r['peak_share']:.0%} | "
-            f"{r['peer_peak_share']:.0%} | {bound} | {predict} | {r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | "
+            f"{r['peer_peak_share']:.0%} | {bound} | {r['matmul_ms_per_step']:.2f} | {r['peer_matmul_ms_per_step']:.2f} | "
+            f"{time_bound} | {predict} | {r['peak_rss_mib']:.0f} | {r['peer_peak_rss_mib']:.0f} | "
             f"{cuda} |"
         )
     return "\n".join(lines) + "\n"
@@ -387,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring {name} on {where}, round {round_index + 1}/{args.repeats} ...", file=sys.stderr)
             size = args.dataset_size if on_dataset else 0
             runs.setdefault((name, on_dataset), []).append(
-                _measure_isolated(name, args.env, args.steps, args.device, args.threads, size)
+                _measure_isolated(name, args.env, args.steps, args.device, args.threads, size, round_index == 0)
             )
     measured = {key: _median_run(results) for key, results in runs.items()}
     rows = []
@@ -405,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
                 "peer_peak_share": peer["gflop_per_step"] * peer["rate"] / peak_gflops,
                 # the ratio with every matrix multiply at the peak and nothing else taking time
                 "ratio_bound": peak_gflops / mine["gflop_per_step"] / peer["rate"] if mine["gflop_per_step"] > 0 else None,
+                "peer_matmul_ms_per_step": peer["matmul_ms_per_step"],
+                # the ratio with nothing but the matrix multiplies taking time, at the speed they ran at
+                "matmul_time_bound": 1e3 / mine["matmul_ms_per_step"] / peer["rate"]
+                if mine["matmul_ms_per_step"] > 0
+                else None,
                 "peer_peak_rss_mib": peer["peak_rss_mib"],
             }
         )
@@ -419,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": ", ".join(sorted({r["device"] for r in rows})),
         "torch threads": args.threads,
         "GEMM peak": f"{peak_gflops:.1f} GFLOP/s (1024^3 float32 matmul, best of 20, same device and threads)",
-        "FLOPs": f"matrix multiplies only, forward and backward, counted on {FLOP_COUNT_STEPS} more steps after the "
-        "timed ones (an on-policy case: one rollout and its update)",
+        "FLOPs": f"matrix multiplies only, forward and backward, counted in the first round after the timed steps, on "
+        f"{FLOP_COUNT_STEPS} more gradient steps (an update or offline case) or as many more env steps as measured; "
+        "matmul ms/step: the time of those matrix multiplies",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "wall time": f"{time.perf_counter() - start:.0f} s",
     }
